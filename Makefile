@@ -1,0 +1,52 @@
+# The two entry points a user needs are `make demo` and `make test`; everything they need is
+# installed on first use and cached (venv in .venv, Go-built binaries in $(NAAICE_CACHE)).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export NAAICE_CACHE ?= $(HOME)/.cache/naaice
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck imports pytest bench debs binaries clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==0.13.8"
+	@$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	@$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+debs:
+	@bash hack/ensure-debs.sh
+
+binaries: $(STAMP)
+	@$(BIN)/naaice cluster build
+
+demo: $(STAMP) debs binaries
+	@$(BIN)/naaice demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+pytest: $(STAMP) debs binaries
+	@bash hack/pytest.sh $(PYTEST_ARGS)
+
+test: lint typecheck imports pytest
+
+bench: $(STAMP) debs binaries
+	@$(BIN)/uv pip install -q --python $(BIN)/python -r requirements-bench.lock
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+requirements.lock: pyproject.toml
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q "uv==0.13.8"; }
+	$(BIN)/uv pip compile -q --python-version 3.11 --extra dev pyproject.toml -o $@
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The node agent: kubelet device plugin, NAA inventory and health, energy exporter."""

@@ -1,0 +1,1 @@
+"""The Kopf operator reconciling NAAJobs: placement, Leases, flashing, NAA Spec, energy."""
