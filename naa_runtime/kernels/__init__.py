@@ -1,5 +1,32 @@
 """Kernels an NAA can run, the registry that binds them to fn codes, and their interfaces."""
 
 from naa_runtime.kernels.base import ActivityObserver, Kernel, KernelLookup, KernelTimeout
+from naa_runtime.kernels.registry import (
+    TEST_FUNCTIONS,
+    DuplicateKernelError,
+    KernelBinding,
+    KernelFactory,
+    KernelRegistry,
+    RegistryError,
+    UnknownKernelError,
+    default_registry,
+    process_registry,
+    register,
+)
 
-__all__ = ["ActivityObserver", "Kernel", "KernelLookup", "KernelTimeout"]
+__all__ = [
+    "TEST_FUNCTIONS",
+    "ActivityObserver",
+    "DuplicateKernelError",
+    "Kernel",
+    "KernelBinding",
+    "KernelFactory",
+    "KernelLookup",
+    "KernelRegistry",
+    "KernelTimeout",
+    "RegistryError",
+    "UnknownKernelError",
+    "default_registry",
+    "process_registry",
+    "register",
+]

@@ -1,0 +1,204 @@
+"""`naaice runtime …`: run a software NAA (`serve`).
+
+Mounted by `naaice_cli.main`. Heavy imports (numpy, aiohttp, the data plane) happen inside
+the commands so that `naaice --help` stays fast. Every flag has an env twin `NAAICE_<FLAG>`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="The software NAA (RoCEv2 RPC server, management plane) and its host client.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+log = logging.getLogger("naa_runtime")
+
+DEFAULT_KERNEL_MODULES = ("naa_runtime.training.kernels",)
+
+
+def _env(flag: str) -> str:
+    return "NAAICE_" + flag.upper().replace("-", "_")
+
+
+@app.command()
+def serve(
+    name: Annotated[
+        str, typer.Option(envvar=_env("name"), help="NAA name (also seeds its serial).")
+    ] = "naa-0",
+    address: Annotated[
+        str,
+        typer.Option(
+            envvar=_env("address"), help="IP address of the data plane (UDP 4791) and management."
+        ),
+    ] = "127.0.0.10",
+    port: Annotated[
+        int, typer.Option(envvar=_env("port"), help="RoCEv2 UDP port (4791 by the standard).")
+    ] = 4791,
+    cm_port: Annotated[
+        int,
+        typer.Option(envvar=_env("cm-port"), help="Port in the RDMA-IP-CM service ID."),
+    ] = 12345,
+    mgmt_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("mgmt-address"), help="Management HTTP address (default: --address)."
+        ),
+    ] = None,
+    mgmt_port: Annotated[
+        int, typer.Option(envvar=_env("mgmt-port"), help="Management HTTP port.")
+    ] = 9010,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=_env("token-file"),
+            help="File holding the management bearer token (or set NAAICE_MGMT_TOKEN).",
+        ),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            envvar=_env("insecure-no-auth"),
+            help="Serve the management API without a token (local experiments only).",
+        ),
+    ] = False,
+    idle_watts: Annotated[
+        float, typer.Option(envvar=_env("idle-watts"), help="Board power with nothing running.")
+    ] = 27.0,
+    active_watts: Annotated[
+        float,
+        typer.Option(envvar=_env("active-watts"), help="Board power while a kernel runs."),
+    ] = 95.0,
+    transfer_watts: Annotated[
+        float,
+        typer.Option(
+            envvar=_env("transfer-watts"), help="Extra power while moving data at line rate."
+        ),
+    ] = 8.0,
+    line_rate_gbps: Annotated[
+        float,
+        typer.Option(envvar=_env("line-rate-gbps"), help="Line rate the transfer power scales to."),
+    ] = 100.0,
+    flash_watts: Annotated[
+        float, typer.Option(envvar=_env("flash-watts"), help="Board power while being flashed.")
+    ] = 45.0,
+    flash_seconds: Annotated[
+        float,
+        typer.Option(envvar=_env("flash-seconds"), min=0.0, help="Emulated configuration time."),
+    ] = 2.0,
+    kernel_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar=_env("kernel-timeout"),
+            min=0.001,
+            help="Seconds a kernel may run before the RPC is answered KERNEL_TIMEOUT.",
+        ),
+    ] = 60.0,
+    slots: Annotated[
+        int,
+        typer.Option(envvar=_env("slots"), min=1, help="Concurrent RPC connections (slots)."),
+    ] = 4,
+    sample_hz: Annotated[
+        float,
+        typer.Option(envvar=_env("sample-hz"), min=1.0, help="Power-model sample rate."),
+    ] = 100.0,
+    memory_bytes: Annotated[
+        int,
+        typer.Option(envvar=_env("memory-bytes"), min=1, help="Board memory reported."),
+    ] = 8 * 1024**3,
+    board_model: Annotated[
+        str, typer.Option(envvar=_env("board-model"), help="Board model reported.")
+    ] = "naaice-software-naa",
+    kernel_module: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar=_env("kernel-module"),
+            help="Python module that registers kernels at import (repeatable).",
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(envvar=_env("log-level"))] = "INFO",
+) -> None:
+    """Run one software NAA: data plane on ADDRESS:PORT (UDP), management HTTP on
+    MGMT_ADDRESS:MGMT_PORT."""
+    import asyncio
+    import importlib
+    import os
+    from importlib.metadata import version
+
+    from naa_runtime.naa import BoardIdentity, NAAConfig
+    from naa_runtime.serve import ServeOptions, run
+    from naa_runtime.sensors import PowerModel
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    token = _read_token(token_file=token_file, env_token=os.environ.get("NAAICE_MGMT_TOKEN"))
+    if token is None and not insecure_no_auth:
+        raise typer.BadParameter(
+            "no management token: pass --token-file FILE or set NAAICE_MGMT_TOKEN "
+            "(or --insecure-no-auth for a local experiment)",
+            param_hint="--token-file",
+        )
+    if token is None:
+        log.warning("the management API accepts requests WITHOUT authentication")
+    modules = list(kernel_module) if kernel_module else []
+    for module in (*DEFAULT_KERNEL_MODULES, *modules):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if module in DEFAULT_KERNEL_MODULES and exc.name == module:
+                continue
+            raise typer.BadParameter(
+                f"cannot import kernel module {module!r}: {exc}", param_hint="--kernel-module"
+            ) from exc
+    try:
+        power = PowerModel(
+            idle_watts=idle_watts,
+            active_watts=active_watts,
+            transfer_watts=transfer_watts,
+            line_rate_bits_per_second=line_rate_gbps * 1e9,
+            flash_watts=flash_watts,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    config = NAAConfig(
+        name=name,
+        address=address,
+        port=port,
+        cm_port=cm_port,
+        flash_seconds=flash_seconds,
+        board=BoardIdentity(model=board_model, memory_bytes=memory_bytes),
+        power=power,
+        sample_hz=sample_hz,
+        version=version("naaice"),
+    )
+    options = ServeOptions(
+        mgmt_address=mgmt_address or address,
+        mgmt_port=mgmt_port,
+        token=token,
+        kernel_timeout=kernel_timeout,
+        slots=slots,
+    )
+    asyncio.run(run(config=config, options=options))
+
+
+def _read_token(*, token_file: Path | None, env_token: str | None) -> str | None:
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot read {token_file}: {exc.strerror}", param_hint="--token-file"
+            ) from exc
+        if not token:
+            raise typer.BadParameter(f"{token_file} is empty", param_hint="--token-file")
+        return token
+    if env_token is not None and env_token.strip():
+        return env_token.strip()
+    return None
