@@ -28,7 +28,7 @@ def _env(flag: str) -> str:
 
 
 @app.command()
-def serve(
+def serve(  # noqa: PLR0917 - typer reads every option from this signature
     name: Annotated[
         str, typer.Option(envvar=_env("name"), help="NAA name (also seeds its serial).")
     ] = "naa-0",
@@ -132,8 +132,8 @@ def serve(
     from importlib.metadata import version
 
     from naa_runtime.naa import BoardIdentity, NAAConfig
-    from naa_runtime.serve import ServeOptions, run
     from naa_runtime.sensors import PowerModel
+    from naa_runtime.serve import ServeOptions, run
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
