@@ -1,0 +1,96 @@
+"""Huber + λ·mass-balance loss and its gradient w.r.t. the network output, fused per batch.
+
+L = mean_{batch, outputs} Huber_δ(ŷ − y) + λ · mean_{batch, elements} (r_e / s_e)², with
+r = E·diag(hi − lo)·(ŷ − y): the element totals of prediction and target in physical units
+(min–max scaling is linear, so the residual is one constant matrix M = diag(span)·Eᵀ·diag(1/s)
+applied to ŷ − y). With exactly conservative data E·c_target = E·c_input, so this is the
+residual against the pre-chemistry input too; against PHREEQC's (not exactly conservative) data
+the target is the safer reference. Called by `naa_runtime.training.trainer`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class LossError(ValueError):
+    """Inconsistent loss configuration."""
+
+
+def mass_balance_matrix(
+    *, stoichiometry: np.ndarray, span: np.ndarray, element_scale: np.ndarray
+) -> np.ndarray:
+    """M (outputs × elements) so that (ŷ − y)·M is the scaled element residual r_e / s_e."""
+    e = np.asarray(stoichiometry, dtype=np.float64)
+    span = np.asarray(span, dtype=np.float64)
+    scale = np.asarray(element_scale, dtype=np.float64)
+    if e.ndim != 2 or e.shape[1] != span.shape[0]:
+        raise LossError(
+            f"stoichiometry matrix is {e.shape}, expected elements × {span.shape[0]} outputs"
+        )
+    if scale.shape != (e.shape[0],) or np.any(scale <= 0):
+        raise LossError(f"element scales must be {e.shape[0]} positive numbers, got {scale}")
+    m: np.ndarray = (span[:, None] * e.T) / scale[None, :]
+    return m
+
+
+class HuberMassBalance:
+    """The loss over preallocated buffers; `mb_lambda = 0` (or no matrix) is plain Huber."""
+
+    def __init__(
+        self,
+        *,
+        delta: float,
+        mb_lambda: float = 0.0,
+        mb_matrix: np.ndarray | None = None,
+        dtype: np.dtype[np.floating] | type[np.floating] = np.float32,
+        kind: str = "huber",
+    ) -> None:
+        if kind not in ("huber", "mse"):
+            raise LossError(f"loss must be 'huber' or 'mse', got {kind!r}")
+        if delta <= 0:
+            raise LossError(f"Huber delta must be > 0, got {delta}")
+        if mb_lambda < 0:
+            raise LossError(f"mass-balance weight λ must be ≥ 0, got {mb_lambda}")
+        if mb_lambda > 0 and mb_matrix is None:
+            raise LossError("λ > 0 needs the stoichiometry matrix and scaling bounds")
+        self.kind = kind
+        self.delta = float(delta)
+        self.mb_lambda = float(mb_lambda)
+        self.dtype = np.dtype(dtype)
+        self.matrix = None if mb_matrix is None or mb_lambda == 0 else mb_matrix.astype(self.dtype)
+        self._buffers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+
+    def _bufs(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        bufs = self._buffers.get(shape[0])
+        if bufs is None:
+            r = (
+                None
+                if self.matrix is None
+                else np.empty((shape[0], self.matrix.shape[1]), self.dtype)
+            )
+            bufs = (np.empty(shape, self.dtype), np.empty(shape, self.dtype), r)
+            self._buffers[shape[0]] = bufs
+        return bufs
+
+    def __call__(self, pred: np.ndarray, target: np.ndarray, grad: np.ndarray) -> float:
+        """The batch loss; writes ∂L/∂pred into `grad`."""
+        diff, q, r = self._bufs(pred.shape)
+        n = pred.size
+        np.subtract(pred, target, out=diff)
+        if self.kind == "mse":
+            value = float(np.vdot(diff, diff)) / n
+            np.multiply(diff, 2.0 / n, out=grad)
+        else:
+            # Huber(d) = q·(d − q/2) with q = clip(d, −δ, δ); its derivative is q.
+            np.clip(diff, -self.delta, self.delta, out=q)
+            value = float(np.vdot(q, diff)) - 0.5 * float(np.vdot(q, q))
+            value /= n
+            np.multiply(q, 1.0 / n, out=grad)
+        if r is not None and self.matrix is not None:
+            np.matmul(diff, self.matrix, out=r)
+            value += self.mb_lambda * float(np.vdot(r, r)) / r.size
+            np.matmul(r, self.matrix.T, out=q)
+            q *= 2.0 * self.mb_lambda / r.size
+            grad += q
+        return value
