@@ -139,6 +139,12 @@ def serve(  # noqa: PLR0917 - typer reads every option from this signature
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     token = _read_token(token_file=token_file, env_token=os.environ.get("NAAICE_MGMT_TOKEN"))
+    if token is not None and insecure_no_auth:
+        raise typer.BadParameter(
+            "--insecure-no-auth disables the token, but a token was given (--token-file or "
+            "NAAICE_MGMT_TOKEN); pass one or the other",
+            param_hint="--insecure-no-auth",
+        )
     if token is None and not insecure_no_auth:
         raise typer.BadParameter(
             "no management token: pass --token-file FILE or set NAAICE_MGMT_TOKEN "
