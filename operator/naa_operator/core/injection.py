@@ -1,0 +1,141 @@
+"""The NAA Spec a job's pods receive, and the pods themselves: pure body transformations.
+
+Called by `services.jobs` (pods the operator creates) and `services.admission` (pods other
+controllers create, through the mutating webhook). Three forms, as contracts.md fixes them:
+`NAA_SPEC` in the original NAAICE `address:port:fn_code:param_count` comma list (unmodified host
+programs read it), `NAAICE_NAA_SPEC_JSON`, and the file `/etc/naaice/naa-spec.json` from a
+ConfigMap named `<job>-naa-spec`."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from naa_operator.core.model import Assignment
+
+ENV_SPEC = "NAA_SPEC"
+ENV_SPEC_JSON = "NAAICE_NAA_SPEC_JSON"
+SPEC_DIR = "/etc/naaice"
+SPEC_FILE = "naa-spec.json"
+VOLUME = "naaice-naa-spec"
+LABEL_JOB = "naaice.io/naajob"
+LABEL_ATTEMPT = "naaice.io/attempt"
+
+
+def render_original(assignments: Sequence[Assignment]) -> str:
+    """`NAA_SPEC` exactly as NAAICE host programs parse it: `addr:port:fn:nparams,...`."""
+    return ",".join(f"{a.address}:{a.port}:{a.fn_code}:{a.param_count}" for a in assignments)
+
+
+def render_json(assignments: Sequence[Assignment]) -> str:
+    """The richer JSON form: one entry per NAA with its request and bitstream."""
+    return json.dumps(
+        {
+            "naas": [
+                {
+                    "request": a.request,
+                    "naa": a.naa,
+                    "address": a.address,
+                    "port": a.port,
+                    "fnCode": a.fn_code,
+                    "paramCount": a.param_count,
+                    "bitstream": a.bitstream,
+                    "digest": a.digest,
+                }
+                for a in assignments
+            ]
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def configmap_name(job: str) -> str:
+    return f"{job}-naa-spec"
+
+
+def inject(pod_spec: Mapping[str, Any], *, job: str, original: str, as_json: str) -> dict[str, Any]:
+    """A copy of `pod_spec` whose containers (and init containers) get both env vars and the
+    spec file mounted; existing values of those env vars are replaced."""
+    spec = copy.deepcopy(dict(pod_spec))
+    for field in ("initContainers", "containers"):
+        containers = spec.get(field) or []
+        for container in containers:
+            env = [
+                e
+                for e in container.get("env") or []
+                if e.get("name") not in (ENV_SPEC, ENV_SPEC_JSON)
+            ]
+            env += [
+                {"name": ENV_SPEC, "value": original},
+                {"name": ENV_SPEC_JSON, "value": as_json},
+            ]
+            container["env"] = env
+            mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") != VOLUME]
+            mounts.append({"name": VOLUME, "mountPath": SPEC_DIR, "readOnly": True})
+            container["volumeMounts"] = mounts
+        if containers:
+            spec[field] = containers
+    volumes = [v for v in spec.get("volumes") or [] if v.get("name") != VOLUME]
+    volumes.append({"name": VOLUME, "configMap": {"name": configmap_name(job)}})
+    spec["volumes"] = volumes
+    return spec
+
+
+def declared_specs(pod_spec: Mapping[str, Any]) -> set[str]:
+    """The literal `NAA_SPEC` values a pod's containers set themselves."""
+    out: set[str] = set()
+    for field in ("initContainers", "containers"):
+        for container in pod_spec.get(field) or []:
+            for env in container.get("env") or []:
+                if env.get("name") == ENV_SPEC and "value" in env:
+                    out.add(str(env["value"]))
+    return out
+
+
+def job_pod(
+    *,
+    job_name: str,
+    job_uid: str,
+    namespace: str,
+    template: Mapping[str, Any],
+    pod_name: str,
+    attempt: int,
+    original: str,
+    as_json: str,
+    api_version: str,
+    kind: str,
+) -> dict[str, Any]:
+    """A pod of the job from `spec.template`, owned by the NAAJob, with the NAA Spec injected.
+
+    `restartPolicy` is forced to Never: a failed attempt is retried by the operator (with
+    `backoffLimit`), possibly on other NAAs, not restarted in place by the kubelet."""
+    meta = copy.deepcopy(dict(template.get("metadata") or {}))
+    labels = dict(meta.get("labels") or {})
+    labels[LABEL_JOB] = job_name
+    labels[LABEL_ATTEMPT] = str(attempt)
+    spec = inject(template.get("spec") or {}, job=job_name, original=original, as_json=as_json)
+    spec["restartPolicy"] = "Never"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": dict(meta.get("annotations") or {}),
+            "ownerReferences": [
+                {
+                    "apiVersion": api_version,
+                    "kind": kind,
+                    "name": job_name,
+                    "uid": job_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }

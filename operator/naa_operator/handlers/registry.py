@@ -1,0 +1,67 @@
+"""Kopf handlers of the operator, registered into a fresh `OperatorRegistry` per operator so
+several operators (tests, two replicas) can live in one process.
+
+Handlers are thin: watch events only enqueue a job key or trigger a scheduling pass on the
+`Controller`; the admission handler asks `services.admission` and maps its verdict to Kopf."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from naa_operator.services.admission import Admission, AdmissionDenied
+from naa_operator.services.controller import Controller
+
+log = logging.getLogger("naaice.operator")
+
+LABEL_JOB = "naaice.io/naajob"
+
+
+def build_registry(*, controller: Controller, admission: Admission | None) -> kopf.OperatorRegistry:
+    """Handlers for NAAJobs, their pods, NAAs, Bitstreams and (optionally) pod admission."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.event("naaice.io", "v1alpha1", "naajobs", registry=registry)
+    def naajob_event(body: kopf.Body, **_: Any) -> None:
+        meta = body.get("metadata", {})
+        controller.enqueue(f"{meta.get('namespace')}/{meta.get('name')}")
+        if not (body.get("status") or {}).get("assignedNAAs"):
+            controller.trigger_schedule()
+
+    @kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT}, registry=registry)
+    def pod_event(body: kopf.Body, **_: Any) -> None:
+        meta = body.get("metadata", {})
+        job = (meta.get("labels") or {}).get(LABEL_JOB)
+        if job:
+            controller.enqueue(f"{meta.get('namespace')}/{job}")
+
+    @kopf.on.event("naaice.io", "v1alpha1", "networkattachedaccelerators", registry=registry)
+    def naa_event(**_: Any) -> None:
+        controller.trigger_schedule()
+
+    @kopf.on.event("naaice.io", "v1alpha1", "bitstreams", registry=registry)
+    def bitstream_event(**_: Any) -> None:
+        controller.trigger_schedule()
+
+    if admission is not None:
+
+        @kopf.on.mutate(
+            "",
+            "v1",
+            "pods",
+            id="naaice-naa-spec",
+            labels={LABEL_JOB: kopf.PRESENT},
+            operations=["CREATE"],
+            registry=registry,
+        )
+        async def inject(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+            try:
+                spec = await admission.mutate(dict(body))
+            except AdmissionDenied as exc:
+                raise kopf.AdmissionError(str(exc), code=403) from exc
+            if spec is not None:
+                patch["spec"] = spec
+
+    return registry

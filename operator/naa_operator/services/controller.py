@@ -1,0 +1,1156 @@
+"""The NAAJob controller: a work queue of job keys, a scheduling pass, leader election and the
+per-job reconcile that carries out `core.lifecycle`'s decisions.
+
+Called by `handlers` (which only enqueue keys or trigger a pass when Kopf sees an event) and
+run by the CLI next to Kopf. Level-triggered: every reconcile reads the job, its Leases and its
+pods from the API and acts on what it finds, so a crash anywhere is repaired by the next run.
+Order of writes that makes that true:
+- a terminal condition (with the job's energy) is written *before* its Leases are deleted;
+- Leases are created before `status.assignedNAAs` names them; a job holding Leases that its
+  status does not name is rolled back by the next pass;
+- pod names are deterministic per attempt, so creating a pod twice is a 409, not a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from naa_operator.adapters.kube import Body, Conflict, Kube, KubeError, LeaseInfo, NotFound
+from naa_operator.adapters.management import Management, ManagementError, Rejected, Unreachable
+from naa_operator.core import conditions as cond
+from naa_operator.core import injection
+from naa_operator.core.lifecycle import (
+    JobState,
+    Step,
+    attempts_exhausted,
+    decide,
+    expected_pods,
+)
+from naa_operator.core.model import Assignment, BitstreamView, JobView, NAAView
+from naa_operator.core.placement import first_fit
+from naa_operator.services import views
+from naa_operator.services.metrics import OperatorMetrics
+from naaice.energy import IntegratorConfig, Sample, energy_over_window
+
+log = logging.getLogger("naaice.operator")
+
+API_VERSION = "naaice.io/v1alpha1"
+KIND = "NAAJob"
+FINALIZER = "naaice.io/release"
+LABEL_NAA = "naaice.io/naa"
+LABEL_HOLDER_UID = "naaice.io/holder-uid"
+ANNOTATION_BOUND_AT = "naaice.io/bound-at"
+LEADER_LEASE = "naaice-operator-leader"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Knobs of one operator process (flags and env of `naaice operator run`)."""
+
+    namespace: str | None
+    lease_namespace: str
+    identity: str
+    workers: int = 16
+    resync_seconds: float = 10.0
+    sample_seconds: float = 1.0
+    flash_timeout: float = 120.0
+    flash_retries: int = 3
+    exclude_seconds: float = 30.0
+    leader_election: bool = True
+    leader_lease_seconds: float = 8.0
+    lost_after_seconds: float = 5.0
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _rfc3339(t: float | None = None) -> str:
+    return views.ns_to_rfc3339_ns(int((t if t is not None else time.time()) * 1e9))[:19] + "Z"
+
+
+class _Queue:
+    """A de-duplicating work queue (client-go style): a key is processed by one worker at a
+    time; a key enqueued while it is processed runs again afterwards."""
+
+    def __init__(self) -> None:
+        self._q: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._active: set[str] = set()
+        self._dirty: set[str] = set()
+
+    def add(self, key: str) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._q.put_nowait(key)
+
+    async def get(self) -> str:
+        key = await self._q.get()
+        self._queued.discard(key)
+        self._active.add(key)
+        return key
+
+    def done(self, key: str) -> None:
+        self._active.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+
+@dataclass
+class _Sampler:
+    """Sensor samples of one bound NAA, kept while a job holds it (for its energy)."""
+
+    naa: str
+    holder: str
+    samples: list[Sample] = field(default_factory=list)
+    failures_since: float | None = None
+
+
+class Controller:
+    """Owns the queue, the scheduler pass, the energy samplers and leader election."""
+
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        management: Management,
+        config: OperatorConfig,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
+        self.kube = kube
+        self.mgmt = management
+        self.config = config
+        self.metrics = metrics or OperatorMetrics()
+        self.queue = _Queue()
+        self._schedule = asyncio.Event()
+        self._leader = not config.leader_election
+        self._excluded: dict[str, tuple[float, str]] = {}
+        self._tokens: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._access: dict[str, views.NAAAccess] = {}
+        self._samplers: dict[str, _Sampler] = {}
+        self._lost: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._delayed: dict[str, asyncio.TimerHandle] = {}
+
+    # ---------------------------------------------------------------- entry points for handlers
+
+    def enqueue(self, key: str) -> None:
+        self.queue.add(key)
+
+    def trigger_schedule(self) -> None:
+        self._schedule.set()
+
+    @property
+    def leader(self) -> bool:
+        return self._leader
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run workers, the scheduler, samplers and leader election until `stop` is set."""
+        loops: list[Callable[[], Awaitable[None]]] = [
+            self._scheduler_loop,
+            self._resync_loop,
+            self._sampler_loop,
+        ]
+        if self.config.leader_election:
+            loops.append(self._leader_loop)
+        self._tasks = [asyncio.create_task(self._guard(f)) for f in loops]
+        self._tasks += [
+            asyncio.create_task(self._guard(self._worker)) for _ in range(self.config.workers)
+        ]
+        await stop.wait()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.config.leader_election and self._leader:
+            await self._resign()
+
+    async def _guard(self, fn: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await fn()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("controller loop %s crashed; restarting in 1 s", fn.__name__)
+                await asyncio.sleep(1.0)
+
+    # ------------------------------------------------------------------------------- loops
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                if self._leader:
+                    await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except (KubeError, ManagementError) as exc:
+                log.warning("reconcile of %s failed, retrying: %s", key, exc)
+                self._requeue_after(key, 1.0 + random.random())
+            except Exception:
+                log.exception("reconcile of %s crashed, retrying", key)
+                self._requeue_after(key, 2.0)
+            finally:
+                self.queue.done(key)
+
+    def _requeue_after(self, key: str, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        old = self._delayed.pop(key, None)
+        if old is not None:
+            old.cancel()
+        self._delayed[key] = loop.call_later(delay, self._fire, key)
+
+    def _fire(self, key: str) -> None:
+        self._delayed.pop(key, None)
+        self.queue.add(key)
+
+    async def _scheduler_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._schedule.wait(), timeout=self.config.resync_seconds)
+            self._schedule.clear()
+            if not self._leader:
+                continue
+            try:
+                await self.schedule_pass()
+            except (KubeError, ManagementError) as exc:
+                log.warning("scheduling pass failed, retrying: %s", exc)
+                await asyncio.sleep(0.5)
+                self._schedule.set()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_seconds)
+            if not self._leader:
+                continue
+            try:
+                jobs = await self.kube.list_naajobs(self.config.namespace)
+            except KubeError as exc:
+                log.warning("resync failed: %s", exc)
+                continue
+            counts = dict.fromkeys((*cond.ALL_TYPES, "Pending"), 0)
+            for body in jobs:
+                self.enqueue(views.job_key(body))
+                conds = views.job_conditions(body)
+                best = next(
+                    (t for t in reversed(cond.ALL_TYPES) if cond.is_true(conds, t)), "Pending"
+                )
+                counts[best] += 1
+            for name, value in counts.items():
+                self.metrics.jobs.labels(condition=name).set(value)
+            self._schedule.set()
+
+    # ---------------------------------------------------------------------- leader election
+
+    async def _leader_loop(self) -> None:
+        ns, cfg = self.config.lease_namespace, self.config
+        while True:
+            was = self._leader
+            try:
+                self._leader = await self._try_lead()
+            except KubeError as exc:
+                log.warning("leader election: %s", exc)
+                self._leader = False
+            self.metrics.is_leader.set(1 if self._leader else 0)
+            if self._leader and not was:
+                log.info("%s became the leader (Lease %s/%s)", cfg.identity, ns, LEADER_LEASE)
+                for body in await self.kube.list_naajobs(cfg.namespace):
+                    self.enqueue(views.job_key(body))
+                self._schedule.set()
+            elif was and not self._leader:
+                log.warning("%s lost the leader Lease", cfg.identity)
+            await asyncio.sleep(cfg.leader_lease_seconds / 3)
+
+    async def _try_lead(self) -> bool:
+        ns, cfg = self.config.lease_namespace, self.config
+        now = time.time()
+        micro = views.ns_to_rfc3339_ns(int(now * 1e9))[:26] + "Z"
+        lease = await self.kube.get_lease(ns, LEADER_LEASE)
+        spec = {
+            "holderIdentity": cfg.identity,
+            "leaseDurationSeconds": max(1, round(cfg.leader_lease_seconds)),
+            "renewTime": micro,
+        }
+        if lease is None:
+            created = await self.kube.create_lease(
+                ns,
+                {
+                    "metadata": {"name": LEADER_LEASE, "namespace": ns},
+                    "spec": {**spec, "acquireTime": micro},
+                },
+            )
+            return created is not None
+        held = (lease.get("spec") or {}).get("holderIdentity")
+        renew = views.timestamp((lease.get("spec") or {}).get("renewTime"))
+        duration = float((lease.get("spec") or {}).get("leaseDurationSeconds") or 0)
+        if held not in (cfg.identity, None, "") and renew is not None and renew + duration > now:
+            return False
+        body = dict(lease)
+        body["spec"] = {**(lease.get("spec") or {}), **spec}
+        if held != cfg.identity:
+            body["spec"]["acquireTime"] = micro
+        try:
+            await self.kube.replace_lease(ns, LEADER_LEASE, body)
+        except Conflict:
+            return False
+        return True
+
+    async def _resign(self) -> None:
+        ns = self.config.lease_namespace
+        lease = await self.kube.get_lease(ns, LEADER_LEASE)
+        if lease and (lease.get("spec") or {}).get("holderIdentity") == self.config.identity:
+            await self.kube.delete_lease(ns, LEADER_LEASE, uid=lease["metadata"]["uid"])
+
+    # ---------------------------------------------------------------------- cluster state
+
+    async def _naas_and_bitstreams(self) -> tuple[list[NAAView], list[BitstreamView]]:
+        raw_naas, raw_bs = await asyncio.gather(
+            self.kube.list_cluster_objects("networkattachedaccelerators"),
+            self.kube.list_cluster_objects("bitstreams"),
+        )
+        naas = []
+        for body in raw_naas:
+            naas.append(views.naa_view(body))
+            access = views.naa_access(body)
+            self._access[access.name] = access
+        return naas, [views.bitstream_view(b) for b in raw_bs]
+
+    async def _allocation_leases(self, selector: str = LABEL_NAA) -> list[LeaseInfo]:
+        return await self.kube.list_leases(self.config.lease_namespace, selector)
+
+    def exclude(self, naa: str, why: str) -> None:
+        self._excluded[naa] = (time.monotonic() + self.config.exclude_seconds, why)
+
+    def _current_exclusions(self) -> dict[str, str]:
+        now = time.monotonic()
+        self._excluded = {k: v for k, v in self._excluded.items() if v[0] > now}
+        return {k: v[1] for k, v in self._excluded.items()}
+
+    async def token(self, naa: str) -> str:
+        access = self._access.get(naa)
+        if access is None:
+            await self._naas_and_bitstreams()
+            access = self._access.get(naa)
+        if access is None or access.token is None:
+            return ""
+        ref = access.token
+        key = (ref.namespace, ref.name, ref.key)
+        cached = self._tokens.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        value = (await self.kube.read_secret_key(ref.namespace, ref.name, ref.key)).decode()
+        value = value.strip()
+        self._tokens[key] = (time.monotonic() + 60.0, value)
+        return value
+
+    def endpoint(self, naa: str) -> str:
+        access = self._access.get(naa)
+        return access.endpoint if access else ""
+
+    # ---------------------------------------------------------------------- scheduling pass
+
+    async def schedule_pass(self) -> None:
+        """Place every job that waits for NAAs, acquire their Leases and record the result."""
+        jobs, leases, (naas, bitstreams) = await asyncio.gather(
+            self.kube.list_naajobs(self.config.namespace),
+            self._allocation_leases(),
+            self._naas_and_bitstreams(),
+        )
+        by_uid = {b["metadata"]["uid"]: b for b in jobs}
+        leased: dict[str, str] = {}
+        pending: list[Body] = []
+        for body in jobs:
+            meta, status = body["metadata"], body.get("status") or {}
+            conds = views.job_conditions(body)
+            if meta.get("deletionTimestamp") or cond.is_terminal(conds):
+                continue
+            if (body.get("spec") or {}).get("suspend") or status.get("assignedNAAs"):
+                continue
+            pending.append(body)
+        pending_uids = {b["metadata"]["uid"] for b in pending}
+        rollbacks: list[Awaitable[bool]] = []
+        for lease in leases:
+            uid = lease.holder.rsplit("/", 1)[-1] if lease.holder else ""
+            if uid in pending_uids:
+                # Acquired by a pass that died before writing status: roll back and re-place.
+                rollbacks.append(
+                    self.kube.delete_lease(self.config.lease_namespace, lease.name, uid=lease.uid)
+                )
+                continue
+            if uid not in by_uid and await self._orphaned(lease):
+                self.metrics.leases_reclaimed.inc()
+                log.info("reclaiming Lease %s of vanished holder %s", lease.name, lease.holder)
+                rollbacks.append(
+                    self.kube.delete_lease(self.config.lease_namespace, lease.name, uid=lease.uid)
+                )
+                continue
+            leased[lease.naa] = lease.holder
+        await asyncio.gather(*rollbacks)
+        pending.sort(key=lambda b: (b["metadata"].get("creationTimestamp", ""), views.job_key(b)))
+        job_views = [views.job_view(b) for b in pending]
+        started = time.perf_counter()
+        result = first_fit(
+            jobs=job_views,
+            naas=naas,
+            bitstreams=bitstreams,
+            leased=leased,
+            excluded=self._current_exclusions(),
+        )
+        self.metrics.placement_seconds.observe(time.perf_counter() - started)
+        self.metrics.pending_jobs.set(len(result.pending()))
+        work = []
+        for body, view, placement in zip(pending, job_views, result.placements, strict=True):
+            if placement.placed:
+                work.append(self._bind(body, view, placement.assignments, placement.trace))
+            else:
+                work.append(self._still_pending(body, placement.reason, placement.trace))
+        await asyncio.gather(*work)
+
+    async def _orphaned(self, lease: LeaseInfo) -> bool:
+        """A Lease is orphaned when the NAAJob its holder names is gone (or was recreated)."""
+        parts = lease.holder.split("/")
+        if len(parts) != 3:
+            return True
+        namespace, name, uid = parts
+        body = await self.kube.get_naajob(namespace, name)
+        return body is None or body["metadata"]["uid"] != uid
+
+    async def _bind(
+        self,
+        body: Body,
+        view: JobView,
+        assignments: Sequence[Assignment],
+        trace: Sequence[str],
+    ) -> None:
+        ns = self.config.lease_namespace
+        before = await asyncio.gather(*(self._sample(a.naa) for a in assignments))
+        bound_ns = _now_ns()
+        bound_at = views.ns_to_rfc3339_ns(bound_ns)
+        created = await asyncio.gather(
+            *(
+                self.kube.create_lease(
+                    ns,
+                    {
+                        "metadata": {
+                            "name": f"naa-{a.naa}",
+                            "namespace": ns,
+                            "labels": {LABEL_NAA: a.naa, LABEL_HOLDER_UID: view.uid},
+                            "annotations": {ANNOTATION_BOUND_AT: bound_at},
+                        },
+                        "spec": {
+                            "holderIdentity": view.holder,
+                            "acquireTime": bound_at[:26] + "Z",
+                        },
+                    },
+                )
+                for a in assignments
+            ),
+            return_exceptions=True,
+        )
+        if not all(isinstance(c, dict) for c in created):
+            conflicts = sum(1 for c in created if c is None)
+            self.metrics.lease_conflicts.inc(conflicts)
+            await asyncio.gather(
+                *(
+                    self.kube.delete_lease(ns, f"naa-{a.naa}", uid=c["metadata"]["uid"])
+                    for a, c in zip(assignments, created, strict=True)
+                    if isinstance(c, dict)
+                )
+            )
+            self.trigger_schedule()
+            return
+        for a, sample in zip(assignments, before, strict=True):
+            sampler = _Sampler(naa=a.naa, holder=view.holder)
+            if sample is not None:
+                sampler.samples.append(sample)
+            self._samplers[a.naa] = sampler
+        spec_original = injection.render_original(assignments)
+        conds = cond.set_condition(
+            views.job_conditions(body),
+            type=cond.SCHEDULED,
+            status="True",
+            reason="Placed",
+            message="; ".join(trace),
+            generation=int(body["metadata"].get("generation", 1)),
+            now=_rfc3339(),
+        )
+        status: dict[str, Any] = {
+            "assignedNAAs": [views.assignment_dict(a) for a in assignments],
+            "naaSpec": spec_original,
+            "conditions": [c.to_dict() for c in conds],
+            "observedGeneration": int(body["metadata"].get("generation", 1)),
+        }
+        if not (body.get("status") or {}).get("startTime"):
+            status["startTime"] = _rfc3339()
+        meta = body["metadata"]
+        try:
+            await self.kube.patch_naajob_status(meta["namespace"], meta["name"], status)
+        except NotFound:
+            return  # the job vanished; its Leases are reclaimed as orphans
+        await self.kube.event(
+            involved=body, reason="Scheduled", message=f"NAA Spec {spec_original}: " + trace[0]
+        )
+        self.enqueue(view.key)
+
+    async def _still_pending(self, body: Body, reason: str, trace: Sequence[str]) -> None:
+        message = "\n".join(trace)
+        conds = views.job_conditions(body)
+        current = cond.get(conds, cond.SCHEDULED)
+        generation = int(body["metadata"].get("generation", 1))
+        if (
+            current is not None
+            and current.status == "False"
+            and current.reason == reason
+            and current.message == message
+        ):
+            return
+        new = cond.set_condition(
+            conds,
+            type=cond.SCHEDULED,
+            status="False",
+            reason=reason,
+            message=message,
+            generation=generation,
+            now=_rfc3339(),
+        )
+        meta = body["metadata"]
+        with contextlib.suppress(NotFound):
+            await self.kube.patch_naajob_status(
+                meta["namespace"],
+                meta["name"],
+                {"conditions": [c.to_dict() for c in new], "observedGeneration": generation},
+            )
+        await self.kube.event(involved=body, reason=reason, message=message, type="Warning")
+
+    # ---------------------------------------------------------------------- energy samplers
+
+    async def _sample(self, naa: str) -> Sample | None:
+        endpoint = self.endpoint(naa)
+        if not endpoint:
+            return None
+        try:
+            return await self.mgmt.sensors(endpoint, await self.token(naa))
+        except (ManagementError, KubeError):
+            return None
+
+    async def _sampler_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sample_seconds)
+            samplers = list(self._samplers.values())
+            results = await asyncio.gather(*(self._sample(s.naa) for s in samplers))
+            now = time.monotonic()
+            for sampler, sample in zip(samplers, results, strict=True):
+                if sample is not None:
+                    sampler.samples.append(sample)
+                    sampler.failures_since = None
+                    if len(sampler.samples) > 100_000:
+                        del sampler.samples[1:50_000]
+                    continue
+                if sampler.failures_since is None:
+                    sampler.failures_since = now
+                elif (
+                    now - sampler.failures_since > self.config.lost_after_seconds
+                    and sampler.naa not in self._lost
+                ):
+                    self._lost.add(sampler.naa)
+                    ns, name, _ = ([*sampler.holder.split("/"), "", "", ""])[:3]
+                    self.enqueue(f"{ns}/{name}")
+
+    # ---------------------------------------------------------------------- per-job reconcile
+
+    async def reconcile(self, key: str) -> None:
+        namespace, name = key.split("/", 1)
+        body = await self.kube.get_naajob(namespace, name)
+        if body is None:
+            return
+        meta = body["metadata"]
+        uid = meta["uid"]
+        spec = body.get("spec") or {}
+        status = body.get("status") or {}
+        if not meta.get("deletionTimestamp") and FINALIZER not in (meta.get("finalizers") or []):
+            body = await self.kube.patch_naajob(
+                namespace,
+                name,
+                {
+                    "metadata": {
+                        "finalizers": [*(meta.get("finalizers") or []), FINALIZER],
+                        "resourceVersion": meta["resourceVersion"],
+                    }
+                },
+            )
+            meta = body["metadata"]
+        leases, pods_raw = await asyncio.gather(
+            self._allocation_leases(f"{LABEL_HOLDER_UID}={uid}"),
+            self.kube.list_pods(namespace, f"{injection.LABEL_JOB}={name}"),
+        )
+        holder = f"{namespace}/{name}/{uid}"
+        held = {lease.naa: lease for lease in leases if lease.holder == holder}
+        own_pods = [p for p in pods_raw if views.owned_by(p, uid)]
+        pods = tuple(views.pod_view(p) for p in own_pods)
+        assigned = views.assignments(body)
+        conds = views.job_conditions(body)
+        state = JobState(
+            generation=int(meta.get("generation", 1)),
+            conditions=conds,
+            deleting=bool(meta.get("deletionTimestamp")),
+            suspended=bool(spec.get("suspend", False)),
+            replicas=int(spec.get("replicas", 1)),
+            backoff_limit=int(spec.get("backoffLimit", 2)),
+            ttl_seconds=spec.get("ttlSecondsAfterFinished"),
+            assigned=frozenset(a.naa for a in assigned),
+            held=frozenset(held),
+            requested=sum(int(r.get("count", 1)) for r in spec.get("naas") or []),
+            failed_attempts=int(status.get("failedAttempts", 0)),
+            completion_time=views.timestamp(status.get("completionTime")),
+            pods=pods,
+        )
+        decision = decide(state=state, now=time.time())
+        lost = sorted(n for n in state.assigned if n in self._lost)
+        if decision.step in (Step.WATCH, Step.MARK_READY, Step.CREATE_PODS) and lost:
+            await self._attempt_failed(
+                body, state, assigned, held, f"NAA(s) {lost} stopped answering", lost=lost
+            )
+            return
+        step = decision.step
+        log.debug("%s: %s", key, step.value)
+        if step is Step.RELEASE_AND_FORGET:
+            await self._delete_pods(namespace, own_pods)
+            await self._release(held)
+            finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+            with contextlib.suppress(NotFound):
+                await self.kube.patch_naajob(
+                    namespace,
+                    name,
+                    {
+                        "metadata": {
+                            "finalizers": finalizers,
+                            "resourceVersion": meta["resourceVersion"],
+                        }
+                    },
+                )
+        elif step is Step.RELEASE:
+            await self._delete_pods(
+                namespace,
+                [p for p in own_pods if views.pod_view(p).phase not in ("Succeeded", "Failed")],
+            )
+            await self._scrub_and_release(body, held)
+            self.trigger_schedule()
+        elif step is Step.DELETE_JOB:
+            await self.kube.delete_naajob(namespace, name, uid)
+        elif step is Step.WAIT_TTL:
+            self._requeue_after(key, decision.after + 0.1)
+        elif step is Step.SUSPEND:
+            await self._delete_pods(namespace, own_pods)
+            energy = await self._window_energy(body, held)
+            gen = state.generation
+            new = cond.set_condition(
+                conds,
+                type=cond.SCHEDULED,
+                status="False",
+                reason="Suspended",
+                message="spec.suspend is true",
+                generation=gen,
+                now=_rfc3339(),
+            )
+            new = cond.set_condition(
+                new,
+                type=cond.FLASHED,
+                status="False",
+                reason="Suspended",
+                message="",
+                generation=gen,
+                now=_rfc3339(),
+            )
+            new = cond.set_condition(
+                new,
+                type=cond.READY,
+                status="False",
+                reason="Suspended",
+                message="",
+                generation=gen,
+                now=_rfc3339(),
+            )
+            await self.kube.patch_naajob_status(
+                namespace,
+                name,
+                {
+                    "assignedNAAs": None,
+                    "naaSpec": None,
+                    "energy": energy,
+                    "conditions": [c.to_dict() for c in new],
+                    "observedGeneration": gen,
+                },
+            )
+            await self._release(held)
+            self.trigger_schedule()
+        elif step in (Step.SCHEDULE, Step.ADOPT):
+            self.trigger_schedule()
+        elif step is Step.LOST_LEASES:
+            gen = state.generation
+            new = cond.set_condition(
+                conds,
+                type=cond.SCHEDULED,
+                status="False",
+                reason="LeaseLost",
+                message=decision.message,
+                generation=gen,
+                now=_rfc3339(),
+            )
+            new = cond.set_condition(
+                new,
+                type=cond.FLASHED,
+                status="False",
+                reason="LeaseLost",
+                message="",
+                generation=gen,
+                now=_rfc3339(),
+            )
+            await self._delete_pods(namespace, own_pods)
+            await self.kube.patch_naajob_status(
+                namespace,
+                name,
+                {"assignedNAAs": None, "naaSpec": None, "conditions": [c.to_dict() for c in new]},
+            )
+            await self._release(held)
+            await self.kube.event(
+                involved=body, reason="LeaseLost", message=decision.message, type="Warning"
+            )
+            self.trigger_schedule()
+        elif step is Step.FLASH:
+            await self._flash(body, state, assigned, held)
+        elif step is Step.CLEAN_OLD_PODS:
+            await self._delete_pods(
+                namespace,
+                [p for p in own_pods if views.pod_view(p).attempt != state.failed_attempts],
+            )
+            self.enqueue(key)
+        elif step is Step.CREATE_PODS:
+            await self._create_pods(body, state, assigned)
+        elif step is Step.ATTEMPT_FAILED:
+            await self._attempt_failed(body, state, assigned, held, decision.message)
+        elif step is Step.SUCCEED:
+            await self._finish(
+                body,
+                state,
+                held,
+                succeeded=True,
+                reason="Completed",
+                message=f"all {state.replicas} pod(s) succeeded",
+            )
+        elif step is Step.MARK_READY:
+            new = cond.set_condition(
+                conds,
+                type=cond.READY,
+                status="True",
+                reason="PodsReady",
+                message=f"{state.replicas} pod(s) running",
+                generation=state.generation,
+                now=_rfc3339(),
+            )
+            await self.kube.patch_naajob_status(
+                namespace, name, {"conditions": [c.to_dict() for c in new]}
+            )
+
+    async def _delete_pods(self, namespace: str, pods: Sequence[Body]) -> None:
+        await asyncio.gather(
+            *(
+                self.kube.delete_pod(namespace, p["metadata"]["name"], grace=0)
+                for p in pods
+                if not p["metadata"].get("deletionTimestamp")
+            )
+        )
+
+    async def _release(self, held: Mapping[str, LeaseInfo]) -> None:
+        ns = self.config.lease_namespace
+        await asyncio.gather(
+            *(self.kube.delete_lease(ns, ls.name, uid=ls.uid) for ls in held.values())
+        )
+        for naa in held:
+            self._samplers.pop(naa, None)
+            self._lost.discard(naa)
+        if held:
+            self.trigger_schedule()
+
+    async def _scrub_and_release(self, body: Body, held: Mapping[str, LeaseInfo]) -> None:
+        if (body.get("spec") or {}).get("scrubOnRelease"):
+
+            async def scrub(naa: str) -> None:
+                with contextlib.suppress(ManagementError):
+                    await self.mgmt.scrub(self.endpoint(naa), await self.token(naa))
+
+            await asyncio.gather(*(scrub(n) for n in held))
+        await self._release(held)
+
+    async def _window_energy(
+        self, body: Body, held: Mapping[str, LeaseInfo]
+    ) -> dict[str, Any] | None:
+        """Energy of this binding (bind → now) per held NAA, merged into what status has from
+        earlier attempts."""
+        if not held:
+            return (body.get("status") or {}).get("energy")
+        end_ns = _now_ns()
+        after = await asyncio.gather(*(self._sample(n) for n in held))
+        cfg = IntegratorConfig(
+            nominal_period_s=self.config.sample_seconds,
+            max_gap_s=max(3 * self.config.sample_seconds, self.config.sample_seconds + 2.0),
+        )
+        previous = (body.get("status") or {}).get("energy") or {}
+        per: dict[str, float] = {
+            str(e["naa"]): float(e["joules"]) for e in previous.get("perNAA") or []
+        }
+        coverages = [float(previous["coverage"])] if "coverage" in previous else []
+        methods: set[str] = {str(previous["method"])} if previous.get("method") else set()
+        starts = [previous["windowStart"]] if previous.get("windowStart") else []
+        for (naa, lease), last in zip(held.items(), after, strict=True):
+            start_ns = views.rfc3339_ns_to_ns(lease.bound_at) or end_ns
+            sampler = self._samplers.get(naa)
+            samples = list(sampler.samples) if sampler and sampler.holder == lease.holder else []
+            if last is not None:
+                samples.append(last)
+            window = energy_over_window(
+                samples=samples, start_ns=start_ns, end_ns=end_ns, config=cfg
+            )
+            per[naa] = per.get(naa, 0.0) + window.joules
+            coverages.append(window.coverage)
+            methods.add(str(window.method))
+            starts.append(lease.bound_at)
+        method = methods.pop() if len(methods) == 1 else "mixed"
+        return {
+            "perNAA": [{"naa": k, "joules": round(v, 6)} for k, v in sorted(per.items())],
+            "totalJoules": round(sum(per.values()), 6),
+            "coverage": round(min(coverages), 6) if coverages else 0.0,
+            "method": method,
+            "windowStart": min(starts),
+            "windowEnd": views.ns_to_rfc3339_ns(end_ns),
+        }
+
+    async def _finish(
+        self,
+        body: Body,
+        state: JobState,
+        held: Mapping[str, LeaseInfo],
+        *,
+        succeeded: bool,
+        reason: str,
+        message: str,
+    ) -> None:
+        meta = body["metadata"]
+        energy = await self._window_energy(body, held)
+        gen = state.generation
+        now = _rfc3339()
+        kind = cond.SUCCEEDED if succeeded else cond.FAILED
+        new = cond.set_condition(
+            state.conditions,
+            type=kind,
+            status="True",
+            reason=reason,
+            message=message,
+            generation=gen,
+            now=now,
+        )
+        new = cond.set_condition(
+            new, type=cond.READY, status="False", reason=reason, message="", generation=gen, now=now
+        )
+        status: dict[str, Any] = {
+            "conditions": [c.to_dict() for c in new],
+            "completionTime": now,
+            "observedGeneration": gen,
+        }
+        if energy is not None:
+            status["energy"] = energy
+        await self.kube.patch_naajob_status(meta["namespace"], meta["name"], status)
+        total = (energy or {}).get("totalJoules", 0.0)
+        await self.kube.event(
+            involved=body,
+            reason=reason,
+            message=f"{message}; energy {total} J",
+            type="Normal" if succeeded else "Warning",
+        )
+        # The terminal condition is durable now; only then free the NAAs.
+        await self._scrub_and_release(body, held)
+        own = [
+            p
+            for p in await self.kube.list_pods(
+                meta["namespace"], f"{injection.LABEL_JOB}={meta['name']}"
+            )
+            if views.owned_by(p, meta["uid"])
+            and views.pod_view(p).phase not in ("Succeeded", "Failed")
+        ]
+        await self._delete_pods(meta["namespace"], own)
+        self.enqueue(views.job_key(body))
+
+    async def _attempt_failed(
+        self,
+        body: Body,
+        state: JobState,
+        assigned: Sequence[Assignment],
+        held: Mapping[str, LeaseInfo],
+        message: str,
+        *,
+        lost: Sequence[str] = (),
+        reason: str = "PodFailed",
+    ) -> None:
+        meta = body["metadata"]
+        failed = state.failed_attempts + 1
+        for naa in lost:
+            self.exclude(naa, "management API stopped answering during a job")
+        # Probe the NAAs: one that is down must not be chosen again right away.
+        probes = await asyncio.gather(*(self._probe(a.naa) for a in assigned))
+        for a, problem in zip(assigned, probes, strict=True):
+            if problem:
+                self.exclude(a.naa, problem)
+        if attempts_exhausted(failed_attempts=failed, backoff_limit=state.backoff_limit):
+            await self.kube.patch_naajob_status(
+                meta["namespace"], meta["name"], {"failedAttempts": failed}
+            )
+            await self._finish(
+                body,
+                state,
+                held,
+                succeeded=False,
+                reason="BackoffLimitExceeded",
+                message=f"attempt {failed} failed ({message}); backoffLimit "
+                f"{state.backoff_limit} reached",
+            )
+            return
+        energy = await self._window_energy(body, held)
+        gen = state.generation
+        now = _rfc3339()
+        new = cond.set_condition(
+            state.conditions,
+            type=cond.SCHEDULED,
+            status="False",
+            reason="Retrying",
+            message=f"attempt {failed} failed: {message}",
+            generation=gen,
+            now=now,
+        )
+        new = cond.set_condition(
+            new,
+            type=cond.FLASHED,
+            status="False",
+            reason="Retrying",
+            message="",
+            generation=gen,
+            now=now,
+        )
+        new = cond.set_condition(
+            new,
+            type=cond.READY,
+            status="False",
+            reason=reason,
+            message=message,
+            generation=gen,
+            now=now,
+        )
+        await self.kube.patch_naajob_status(
+            meta["namespace"],
+            meta["name"],
+            {
+                "failedAttempts": failed,
+                "assignedNAAs": None,
+                "naaSpec": None,
+                "energy": energy,
+                "conditions": [c.to_dict() for c in new],
+            },
+        )
+        await self.kube.event(
+            involved=body,
+            reason="AttemptFailed",
+            message=f"attempt {failed} failed: {message}; retrying",
+            type="Warning",
+        )
+        own = [
+            p
+            for p in await self.kube.list_pods(
+                meta["namespace"], f"{injection.LABEL_JOB}={meta['name']}"
+            )
+            if views.owned_by(p, meta["uid"])
+        ]
+        await self._delete_pods(meta["namespace"], own)
+        await self._release(held)
+
+    async def _probe(self, naa: str) -> str:
+        endpoint = self.endpoint(naa)
+        if not endpoint:
+            return ""
+        try:
+            health = await self.mgmt.health(endpoint, await self.token(naa))
+        except Unreachable as exc:
+            return f"management API unreachable: {exc}"
+        except (ManagementError, KubeError) as exc:
+            return f"health check failed: {exc}"
+        if not health.healthy or health.state == "Error":
+            return f"unhealthy ({health.state}): {health.reason}"
+        return ""
+
+    async def _flash_one(self, a: Assignment, artifact: str, timeout: float) -> float:
+        """Flash one NAA (idempotent by digest); returns the seconds it took."""
+        endpoint, token = self.endpoint(a.naa), await self.token(a.naa)
+        if not endpoint:
+            raise ManagementError(f"NAA {a.naa} has no spec.management.endpoint")
+        started = time.monotonic()
+        delay = 0.2
+        for attempt in range(self.config.flash_retries):
+            try:
+                health = await self.mgmt.health(endpoint, token)
+                if health.digest == a.digest and health.state == "Ready":
+                    return time.monotonic() - started
+                if health.state != "Flashing":
+                    already = await self.mgmt.flash(
+                        endpoint,
+                        token,
+                        name=a.bitstream,
+                        digest=a.digest,
+                        artifact=artifact,
+                        force=True,
+                    )
+                    if already:
+                        return time.monotonic() - started
+                while time.monotonic() - started < timeout:
+                    await asyncio.sleep(0.05)
+                    health = await self.mgmt.health(endpoint, token)
+                    if health.state == "Ready" and health.digest == a.digest:
+                        return time.monotonic() - started
+                    if health.state == "Error":
+                        raise Rejected(endpoint, 500, "FlashError", health.reason)
+                raise ManagementError(f"NAA {a.naa} did not finish flashing within {timeout} s")
+            except Unreachable:
+                if attempt + 1 == self.config.flash_retries:
+                    raise
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise ManagementError(f"NAA {a.naa}: flashing gave up")  # pragma: no cover
+
+    async def _flash(
+        self,
+        body: Body,
+        state: JobState,
+        assigned: Sequence[Assignment],
+        held: Mapping[str, LeaseInfo],
+    ) -> None:
+        meta = body["metadata"]
+        _, bitstreams = await self._naas_and_bitstreams()
+        by_name = {b.name: b for b in bitstreams}
+        jobs = []
+        for a in assigned:
+            bs = by_name.get(a.bitstream)
+            artifact = bs.artifact if bs else ""
+            timeout = min(self.config.flash_timeout, 10.0 + 3 * (bs.flash_seconds if bs else 0))
+            jobs.append(self._flash_one(a, artifact, timeout))
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        errors = []
+        for a, r in zip(assigned, results, strict=True):
+            if isinstance(r, BaseException):
+                self.metrics.flash_seconds.labels(result="error").observe(0)
+                self.exclude(a.naa, f"flash failed: {r}")
+                errors.append(f"{a.naa}: {r}")
+            else:
+                self.metrics.flash_seconds.labels(result="ok").observe(float(r))
+        gen = state.generation
+        if errors:
+            message = "flash failed on " + "; ".join(errors)
+            new = cond.set_condition(
+                state.conditions,
+                type=cond.FLASHED,
+                status="False",
+                reason="FlashFailed",
+                message=message,
+                generation=gen,
+                now=_rfc3339(),
+            )
+            await self.kube.patch_naajob_status(
+                meta["namespace"], meta["name"], {"conditions": [c.to_dict() for c in new]}
+            )
+            await self._attempt_failed(body, state, assigned, held, message, reason="FlashFailed")
+            return
+        took = ", ".join(
+            f"{a.naa} {r:.2f}s"
+            for a, r in zip(assigned, results, strict=True)
+            if isinstance(r, float)
+        )
+        new = cond.set_condition(
+            state.conditions,
+            type=cond.FLASHED,
+            status="True",
+            reason="Flashed",
+            message=f"digest loaded: {took}",
+            generation=gen,
+            now=_rfc3339(),
+        )
+        await self.kube.patch_naajob_status(
+            meta["namespace"], meta["name"], {"conditions": [c.to_dict() for c in new]}
+        )
+        await self.kube.event(involved=body, reason="Flashed", message=f"digest loaded: {took}")
+        self.enqueue(views.job_key(body))
+
+    async def _create_pods(
+        self, body: Body, state: JobState, assigned: Sequence[Assignment]
+    ) -> None:
+        meta, spec = body["metadata"], body.get("spec") or {}
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        original = injection.render_original(assigned)
+        as_json = injection.render_json(assigned)
+        owner = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": name,
+            "uid": uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        await self.kube.apply_configmap(
+            namespace,
+            {
+                "metadata": {
+                    "name": injection.configmap_name(name),
+                    "namespace": namespace,
+                    "labels": {injection.LABEL_JOB: name},
+                    "ownerReferences": [owner],
+                },
+                "data": {injection.SPEC_FILE: as_json, "NAA_SPEC": original},
+            },
+        )
+        existing = {p.name for p in state.pods}
+        wanted = [
+            n
+            for n in expected_pods(job=name, attempt=state.failed_attempts, replicas=state.replicas)
+            if n not in existing
+        ]
+        await asyncio.gather(
+            *(
+                self.kube.create_pod(
+                    namespace,
+                    injection.job_pod(
+                        job_name=name,
+                        job_uid=uid,
+                        namespace=namespace,
+                        template=spec.get("template") or {},
+                        pod_name=pod,
+                        attempt=state.failed_attempts,
+                        original=original,
+                        as_json=as_json,
+                        api_version=API_VERSION,
+                        kind=KIND,
+                    ),
+                )
+                for pod in wanted
+            )
+        )
+        if state.failed_attempts == 0 and wanted:
+            created = views.timestamp(meta.get("creationTimestamp"))
+            if created is not None:
+                self.metrics.apply_to_pods_seconds.observe(max(0.0, time.time() - created))
