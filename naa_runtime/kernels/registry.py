@@ -19,6 +19,18 @@ from naa_runtime.kernels.testkernels import AddConstant, Busy, NoOp
 KernelFactory = Callable[[], Kernel]
 """Makes a fresh kernel instance; called at flash and again at scrub (which drops its state)."""
 
+SharedKernelFactory = Callable[["KernelContext"], Kernel]
+"""Like KernelFactory, for kernels that share state with the other kernels of their binding."""
+
+
+class KernelContext:
+    """State shared by the kernels of one binding (one loaded bitstream on one NAA): several fn
+    codes of one core, e.g. the training core's configure/load/train/fetch/infer, act on the
+    same model. A new context comes with every bind (flash, scrub)."""
+
+    def __init__(self) -> None:
+        self.shared: dict[str, object] = {}
+
 TEST_ADD_ONE = "test.add1"
 TEST_ADD_TWO = "test.add2"
 TEST_NOOP = "test.noop"
@@ -59,6 +71,7 @@ class KernelRegistry:
 
     def __init__(self) -> None:
         self._factories: dict[str, KernelFactory] = {}
+        self._shared: dict[str, SharedKernelFactory] = {}
         self._lock = threading.Lock()
 
     def register(self, name: str, factory: KernelFactory, *, replace: bool = False) -> None:
@@ -76,6 +89,14 @@ class KernelRegistry:
                 )
             self._factories[name] = factory
 
+    def register_shared(
+        self, name: str, factory: SharedKernelFactory, *, replace: bool = False
+    ) -> None:
+        """Like `register`; the factory gets the binding's `KernelContext`."""
+        self.register(name, _unbound_shared, replace=replace)
+        with self._lock:
+            self._shared[name] = factory
+
     def names(self) -> list[str]:
         with self._lock:
             return sorted(self._factories)
@@ -91,12 +112,16 @@ class KernelRegistry:
             if unknown:
                 raise UnknownKernelError(unknown, self._factories)
             factories = {fn: self._factories[name] for fn, name in functions.items()}
+            shared = {fn: self._shared.get(name) for fn, name in functions.items()}
         for fn in functions:
             if not MIN_FN_CODE <= fn <= MAX_FN_CODE:
                 raise RegistryError(f"fn code {fn} is outside {MIN_FN_CODE}..{MAX_FN_CODE}")
-        return KernelBinding(
-            names=dict(functions), kernels={fn: factory() for fn, factory in factories.items()}
-        )
+        context = KernelContext()
+        kernels: dict[int, Kernel] = {}
+        for fn, factory in factories.items():
+            make_shared = shared[fn]
+            kernels[fn] = factory() if make_shared is None else make_shared(context)
+        return KernelBinding(names=dict(functions), kernels=kernels)
 
 
 @dataclass(frozen=True)
@@ -118,6 +143,10 @@ class KernelBinding:
 EMPTY_BINDING = KernelBinding(names={}, kernels={})
 
 
+def _unbound_shared() -> Kernel:
+    raise RegistryError("a shared kernel factory needs its binding's context; use bind()")
+
+
 def default_registry() -> KernelRegistry:
     """A registry holding the test kernels (`test.add1`, `test.add2`, `test.noop`,
     `test.busy`)."""
@@ -135,6 +164,11 @@ _PROCESS_REGISTRY = default_registry()
 def process_registry() -> KernelRegistry:
     """The registry `naaice runtime serve` uses; plug-in modules add to it at import time."""
     return _PROCESS_REGISTRY
+
+
+def register_shared(name: str, factory: SharedKernelFactory, *, replace: bool = False) -> None:
+    """Register a kernel that shares a `KernelContext` with the other kernels of its binding."""
+    _PROCESS_REGISTRY.register_shared(name, factory, replace=replace)
 
 
 def register(name: str, factory: KernelFactory, *, replace: bool = False) -> None:
