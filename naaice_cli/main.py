@@ -33,7 +33,11 @@ for _module, _name, _help in _SUBAPPS:
         continue
     app.add_typer(_mod.app, name=_name, help=_help)
     for _extra_name in getattr(_mod, "TOP_LEVEL", ()):
-        app.add_typer(getattr(_mod, _extra_name), name=_extra_name)
+        _extra = getattr(_mod, _extra_name)
+        if isinstance(_extra, typer.Typer):
+            app.add_typer(_extra, name=_extra_name)
+        else:  # a plain command function, e.g. `naaice logs POD`
+            app.command(_extra_name)(_extra)
 
 
 @app.command()
