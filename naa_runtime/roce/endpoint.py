@@ -1,0 +1,529 @@
+"""A RoCEv2 endpoint on a real UDP socket: one socket bound to <address>:4791, one receive
+thread, the transmit path (ICRC, UDP GSO batching, optional seeded impairment), the QP table,
+CM MAD demultiplexing to QP1 and the transport counters.
+
+Used by the RPC server (`naa_runtime.rpc.server`) and the host side
+(`naa_runtime.rpc.host`). Each endpoint plays the role of one RDMA device with one IP address;
+QPs are told apart by their QP number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import random
+import secrets
+import select
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from naa_runtime.roce.cm import CmMessage, decode_cm, encode_cm
+from naa_runtime.roce.memory import MemoryTable
+from naa_runtime.roce.packets import (
+    BTH_LEN,
+    CM_QKEY,
+    DETH_LEN,
+    ICRC_LEN,
+    RC_REQUEST_OPCODES,
+    ROCE_UDP_PORT,
+    MalformedPacket,
+    Opcode,
+    prefix_state,
+    syndrome_name,
+)
+from naa_runtime.roce.qp import (
+    Completion,
+    OutPacket,
+    QpObserver,
+    QueuePair,
+    TransportConfig,
+)
+
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+SO_NO_CHECK = 11
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_DO = 2
+_GSO_MAX_BYTES = 65000
+_GSO_MAX_SEGS = 64
+
+_BTH = struct.Struct("!BBHII")
+
+
+@dataclass
+class TransportStats:
+    """Counters of one endpoint (read by the management plane's /metrics)."""
+
+    packets_rx: int = 0
+    packets_tx: int = 0
+    bytes_rx: int = 0
+    bytes_tx: int = 0
+    retransmits: int = 0
+    naks_sent: Counter[str] = field(default_factory=Counter)
+    naks_received: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "packets_rx": self.packets_rx,
+            "packets_tx": self.packets_tx,
+            "bytes_rx": self.bytes_rx,
+            "bytes_tx": self.bytes_tx,
+            "retransmits": self.retransmits,
+            "naks_sent": dict(self.naks_sent),
+            "naks_received": dict(self.naks_received),
+            "dropped": dict(self.dropped),
+        }
+
+
+class _StatsObserver(QpObserver):
+    def __init__(self, stats: TransportStats) -> None:
+        self.stats = stats
+
+    def on_nak_sent(self, syndrome: int) -> None:
+        self.stats.naks_sent[syndrome_name(syndrome)] += 1
+
+    def on_nak_received(self, syndrome: int) -> None:
+        self.stats.naks_received[syndrome_name(syndrome)] += 1
+
+    def on_retransmit(self, packets: int) -> None:
+        self.stats.retransmits += packets
+
+    def on_dropped(self, reason: str) -> None:
+        self.stats.dropped[reason] += 1
+
+
+@dataclass(frozen=True)
+class Impairment:
+    """Seeded loss, duplication and reordering applied to datagrams this endpoint sends."""
+
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    seed: int = 0
+
+
+CmHandler = Callable[[str, int, CmMessage], None]
+
+
+class Endpoint:
+    """One UDP socket speaking RoCEv2. `start()` launches the receive thread."""
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        port: int = ROCE_UDP_PORT,
+        config: TransportConfig | None = None,
+        impairment: Impairment | None = None,
+        on_cm: CmHandler | None = None,
+    ) -> None:
+        self.address = address
+        self.port = port
+        self.config = config or TransportConfig()
+        self.stats = TransportStats()
+        self._obs = _StatsObserver(self.stats)
+        self._on_cm = on_cm
+        self._src = ipaddress.IPv4Address(address).packed
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self._sock.bind((address, port))
+        except OSError as e:
+            self._sock.close()
+            raise OSError(
+                e.errno,
+                f"cannot bind the RoCEv2 endpoint to {address}:{port} ({e.strerror}); "
+                "pick another local address (any 127.x.y.z works on Linux) or stop the "
+                "process that holds it",
+            ) from e
+        s = self._sock
+        s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+        for force, plain in (
+            (SO_RCVBUFFORCE, socket.SO_RCVBUF),
+            (SO_SNDBUFFORCE, socket.SO_SNDBUF),
+        ):
+            try:
+                s.setsockopt(socket.SOL_SOCKET, force, self.config.socket_buffer)
+            except OSError:
+                s.setsockopt(socket.SOL_SOCKET, plain, self.config.socket_buffer)
+        self._gro = False
+        if self.config.gro:
+            try:
+                s.setsockopt(SOL_UDP, UDP_GRO, 1)
+                self._gro = True
+            except OSError:
+                self._gro = False
+        self._gso = self.config.gso and impairment is None
+        if not self._gso:
+            # RoCEv2 usually sends UDP checksum 0 (the ICRC protects the packet); the kernel
+            # refuses GSO on such sockets, so GSO senders keep the (ICRC-masked) checksum.
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+        self._impair = impairment
+        self._rng = random.Random(impairment.seed if impairment else 0)
+        self._held: tuple[bytes, str] | None = None
+        self._tx_lock = threading.Lock()
+        self._qps: dict[int, tuple[QueuePair, str]] = {}
+        self._qp_lock = threading.Lock()
+        self._prefix_tx: dict[tuple[str, int, int], int] = {}
+        self._prefix_rx: dict[tuple[str, int, int, int], int] = {}
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+
+    # ------------------------------------------------------------------------- QPs
+
+    def create_qp(
+        self,
+        *,
+        peer_ip: str,
+        peer_qpn: int,
+        send_psn: int,
+        expect_psn: int,
+        memory: MemoryTable,
+        on_completion: Callable[[Completion], None],
+        qpn: int | None = None,
+    ) -> QueuePair:
+        with self._qp_lock:
+            if qpn is None:
+                while True:
+                    qpn = secrets.randbelow(0xFFFFF0) + 2
+                    if qpn not in self._qps:
+                        break
+
+            def transmit(pkts: list[OutPacket], _ip: str = peer_ip) -> None:
+                self.transmit(_ip, pkts)
+
+            qp = QueuePair(
+                qpn=qpn,
+                peer_qpn=peer_qpn,
+                send_psn=send_psn,
+                expect_psn=expect_psn,
+                memory=memory,
+                transmit=transmit,
+                on_completion=on_completion,
+                config=self.config,
+                observer=self._obs,
+            )
+            self._qps[qpn] = (qp, peer_ip)
+        return qp
+
+    def reserve_qpn(self) -> int:
+        """A fresh QP number (the QP itself is created once the peer's QPN is known)."""
+        with self._qp_lock:
+            while True:
+                qpn = secrets.randbelow(0xFFFFF0) + 2
+                if qpn not in self._qps:
+                    return qpn
+
+    def destroy_qp(self, qp: QueuePair) -> None:
+        with self._qp_lock:
+            self._qps.pop(qp.qpn, None)
+        qp.close()
+
+    # ---------------------------------------------------------------------- transmit
+
+    def _tx_state(self, peer_ip: str, length: int, ip_id: int) -> int:
+        key = (peer_ip, length, ip_id)
+        st = self._prefix_tx.get(key)
+        if st is None:
+            st = prefix_state(
+                src=self._src,
+                dst=ipaddress.IPv4Address(peer_ip).packed,
+                sport=self.port,
+                dport=ROCE_UDP_PORT,
+                udp_payload_len=length,
+                ip_id=ip_id,
+            )
+            self._prefix_tx[key] = st
+        return st
+
+    def transmit(self, peer_ip: str, pkts: list[OutPacket]) -> None:
+        """Add ICRCs and send; GSO-batches runs of equal-sized packets."""
+        crc32 = zlib.crc32
+        addr = (peer_ip, ROCE_UDP_PORT)
+        stats = self.stats
+        if not self._gso:
+            for p in pkts:
+                ln = p.length
+                st = self._tx_state(peer_ip, ln, 0)
+                crc = crc32(p.payload, crc32(p.header, st))
+                if p.pad:
+                    crc = crc32(b"\0" * p.pad, crc)
+                p.header[4] = 0
+                dgram = b"".join((p.header, p.payload, b"\0" * p.pad, struct.pack("<I", crc)))
+                self._send_one(dgram, addr)
+                stats.packets_tx += 1
+                stats.bytes_tx += ln
+            return
+        i = 0
+        n = len(pkts)
+        sock = self._sock
+        while i < n:
+            seg = pkts[i].length
+            j = i + 1
+            limit = min(n, i + _GSO_MAX_SEGS, i + _GSO_MAX_BYTES // seg if seg else n)
+            while j < limit and pkts[j].length == seg:
+                j += 1
+            if j < n and j < limit and pkts[j].length < seg:
+                j += 1  # a shorter last segment is allowed
+            bufs: list[bytes | bytearray | memoryview] = []
+            total = 0
+            for k in range(i, j):
+                p = pkts[k]
+                ln = p.length
+                st = self._tx_state(peer_ip, ln, k - i)
+                crc = crc32(p.payload, crc32(p.header, st))
+                if p.pad:
+                    pad = b"\0" * p.pad
+                    crc = crc32(pad, crc)
+                    tail = pad + struct.pack("<I", crc)
+                else:
+                    tail = struct.pack("<I", crc)
+                p.header[4] = 0
+                bufs.append(p.header)
+                if p.payload:
+                    bufs.append(p.payload)
+                bufs.append(tail)
+                total += ln
+            anc = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", seg))] if j - i > 1 else []
+            with self._tx_lock:
+                try:
+                    sock.sendmsg(bufs, anc, 0, addr)
+                except BlockingIOError:
+                    pass
+                except OSError as e:
+                    stats.dropped[f"tx_error_{e.errno}"] += 1
+            stats.packets_tx += j - i
+            stats.bytes_tx += total
+            i = j
+
+    def _send_one(self, dgram: bytes, addr: tuple[str, int]) -> None:
+        imp = self._impair
+        with self._tx_lock:
+            if imp is None:
+                self._sendto(dgram, addr)
+                return
+            rng = self._rng
+            held = self._held
+            self._held = None
+            if rng.random() < imp.loss:
+                pass
+            elif rng.random() < imp.reorder and held is None:
+                self._held = (dgram, addr[0])
+            else:
+                self._sendto(dgram, addr)
+                if rng.random() < imp.duplicate:
+                    self._sendto(dgram, addr)
+            if held is not None:
+                self._sendto(held[0], (held[1], ROCE_UDP_PORT))
+
+    def _sendto(self, dgram: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self._sock.sendto(dgram, addr)
+        except OSError as e:
+            self.stats.dropped[f"tx_error_{e.errno}"] += 1
+
+    def send_mad(self, peer_ip: str, msg: CmMessage, *, tid: int) -> None:
+        """Send a CM MAD to the peer's QP1 (UD SEND_ONLY, DETH Q_Key 0x80010000, src QP 1)."""
+        mad = encode_cm(msg, tid=tid)
+        hdr = bytearray(_BTH.pack(Opcode.UD_SEND_ONLY, 0, 0xFFFF, 0xFF000001, 0))
+        hdr += struct.pack("!II", CM_QKEY, 1)
+        self.transmit(peer_ip, [OutPacket(hdr, mad, 0)])
+
+    # ----------------------------------------------------------------------- receive
+
+    def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        self._thread = threading.Thread(
+            target=self._rx_loop, name=f"roce-rx-{self.address}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._running = False
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        with self._qp_lock:
+            qps = [qp for qp, _ in self._qps.values()]
+            self._qps.clear()
+        for qp in qps:
+            qp.close()
+        self._sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _is_running(self) -> bool:
+        return self._running
+
+    def _next_deadline(self) -> float | None:
+        best: float | None = None
+        with self._qp_lock:
+            for qp, _ in self._qps.values():
+                d = qp.deadline()
+                if d is not None and (best is None or d < best):
+                    best = d
+        return best
+
+    def _rx_loop(self) -> None:
+        sock = self._sock
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        poller.register(self._wake_r.fileno(), select.POLLIN)
+        buf = bytearray(65536 + 64)
+        mv = memoryview(buf)
+        anc_size = socket.CMSG_SPACE(4)
+        while self._running:
+            now = time.monotonic()
+            dl = self._next_deadline()
+            timeout_ms = 200 if dl is None else max(0, min(200, int((dl - now) * 1000) + 1))
+            try:
+                events = poller.poll(timeout_ms)
+            except OSError:
+                return
+            if not self._is_running():
+                return
+            touched: set[QueuePair] = set()
+            if events:
+                for _ in range(512):
+                    try:
+                        nbytes, anc, _flags, src = sock.recvmsg_into(
+                            [mv], anc_size, socket.MSG_DONTWAIT
+                        )
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        if not self._is_running():
+                            return
+                        break
+                    seg = nbytes
+                    for level, typ, data in anc:
+                        if level == SOL_UDP and typ == UDP_GRO:
+                            seg = struct.unpack("=i", data[:4])[0]
+                    now = time.monotonic()
+                    off = 0
+                    index = 0
+                    while off < nbytes:
+                        ln = min(seg, nbytes - off)
+                        self._on_datagram(mv[off : off + ln], src, index, now, touched)
+                        off += ln
+                        index += 1
+                    if nbytes == 0:
+                        self.stats.dropped["short"] += 1
+            for qp in touched:
+                qp.flush_ack()
+            now = time.monotonic()
+            with self._qp_lock:
+                due = [
+                    qp
+                    for qp, _ in self._qps.values()
+                    if (d := qp.deadline()) is not None and d <= now
+                ]
+            for qp in due:
+                qp.on_timer(now)
+
+    def _on_datagram(
+        self,
+        dgram: memoryview,
+        src: tuple[str, int],
+        index: int,
+        now: float,
+        touched: set[QueuePair],
+    ) -> None:
+        stats = self.stats
+        n = len(dgram)
+        stats.packets_rx += 1
+        stats.bytes_rx += n
+        if n < BTH_LEN + ICRC_LEN:
+            stats.dropped["short"] += 1
+            return
+        op, b1, pkey, w2, w3 = _BTH.unpack_from(dgram, 0)
+        if b1 & 0x0F:
+            stats.dropped["bad_version"] += 1
+            return
+        if pkey & 0x7FFF != 0x7FFF:
+            stats.dropped["bad_pkey"] += 1
+            return
+        if self.config.verify_icrc:
+            key = (src[0], src[1], n, index)
+            st = self._prefix_rx.get(key)
+            if st is None:
+                if len(self._prefix_rx) > 4096:
+                    self._prefix_rx.clear()
+                st = prefix_state(
+                    src=ipaddress.IPv4Address(src[0]).packed,
+                    dst=self._src,
+                    sport=src[1],
+                    dport=self.port,
+                    udp_payload_len=n,
+                    ip_id=index,
+                )
+                self._prefix_rx[key] = st
+            crc = zlib.crc32(dgram[:4], st)
+            crc = zlib.crc32(b"\xff", crc)
+            crc = zlib.crc32(dgram[5 : n - ICRC_LEN], crc)
+            if crc != int.from_bytes(dgram[n - ICRC_LEN :], "little"):
+                stats.dropped["bad_icrc"] += 1
+                return
+        body = dgram[: n - ICRC_LEN]
+        dqp = w2 & 0xFFFFFF
+        if op == Opcode.UD_SEND_ONLY:
+            self._on_mad(body, src[0], dqp)
+            return
+        if op not in RC_REQUEST_OPCODES and op != Opcode.ACKNOWLEDGE:
+            stats.dropped["bad_opcode"] += 1
+            return
+        entry = self._qps.get(dqp)
+        if entry is None:
+            stats.dropped["unknown_qp"] += 1
+            return
+        qp, peer_ip = entry
+        if peer_ip != src[0]:
+            stats.dropped["wrong_peer"] += 1
+            return
+        try:
+            qp.on_packet(body, op, b1, w3, now)
+        except (MalformedPacket, struct.error, ValueError, IndexError) as e:
+            stats.dropped["malformed_" + type(e).__name__] += 1
+            return
+        touched.add(qp)
+
+    def _on_mad(self, body: memoryview, peer_ip: str, dqp: int) -> None:
+        stats = self.stats
+        if dqp != 1:
+            stats.dropped["ud_not_qp1"] += 1
+            return
+        if len(body) < BTH_LEN + DETH_LEN:
+            stats.dropped["short"] += 1
+            return
+        qkey, _srcqp = struct.unpack_from("!II", body, BTH_LEN)
+        if qkey != CM_QKEY:
+            stats.dropped["bad_qkey"] += 1
+            return
+        try:
+            tid, msg = decode_cm(body[BTH_LEN + DETH_LEN :])
+        except (MalformedPacket, ValueError, struct.error):
+            stats.dropped["bad_mad"] += 1
+            return
+        if self._on_cm is not None:
+            self._on_cm(peer_ip, tid, msg)
+
+    def set_cm_handler(self, handler: CmHandler) -> None:
+        self._on_cm = handler
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.address}:{self.port})"

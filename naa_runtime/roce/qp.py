@@ -1,0 +1,742 @@
+"""The RC queue pair: requester (SEND / RDMA WRITE / WRITE_WITH_IMM packetisation, 24-bit
+PSNs, cumulative ACKs, go-back-N on PSN-sequence-error NAKs and on the retransmit timer, RNR
+back-off, fatal NAKs) and responder (expected PSN, duplicate and out-of-order detection,
+strictly checked writes into registered memory, receive queue, coalesced ACKs, NAKs).
+
+A QP never touches a socket: it hands packets to the `transmit` callable of its endpoint
+(`naa_runtime.roce.endpoint`), which adds the ICRC and sends them, and it reports work
+completions to `on_completion`. Called by the endpoint's receive thread (packets, timers)
+and by the connection owners (posting work requests).
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from naa_runtime.roce.memory import MemoryTable, RemoteAccessError
+from naa_runtime.roce.packets import (
+    BTH_LEN,
+    ICRC_LEN,
+    IMM_LEN,
+    PSN_MASK,
+    RETH_LEN,
+    RNR_TIMER_MS,
+    Opcode,
+    Syndrome,
+    psn_add,
+    psn_diff,
+    syndrome_name,
+)
+
+_BTH = struct.Struct("!BBHII")
+_RETH = struct.Struct("!QII")
+_IMM = struct.Struct("!I")
+_ACK = struct.Struct("!BBHIII")
+_CONTINUATIONS = frozenset(
+    {Opcode.RDMA_WRITE_MIDDLE, Opcode.RDMA_WRITE_LAST, Opcode.SEND_MIDDLE, Opcode.SEND_LAST}
+)
+
+
+class WcOpcode(IntEnum):
+    SEND = 0
+    RDMA_WRITE = 1
+    RECV = 128
+    RECV_RDMA_WITH_IMM = 129
+
+
+class WcStatus(IntEnum):
+    """Work-completion status, numbered as in libibverbs."""
+
+    SUCCESS = 0
+    LOC_LEN_ERR = 1
+    WR_FLUSH_ERR = 5
+    REM_INV_REQ_ERR = 9
+    REM_ACCESS_ERR = 10
+    REM_OP_ERR = 11
+    RETRY_EXC_ERR = 12
+    RNR_RETRY_EXC_ERR = 13
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    opcode: WcOpcode
+    status: WcStatus
+    wr_id: int
+    byte_len: int = 0
+    imm: int | None = None
+    solicited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    """Knobs of the RC transport. Defaults are the documented decisions of
+    docs/reference/protocol.md (PMTU 4096, ACK timeout code 14 ≈ 67 ms, RNR timer code 14
+    ≈ 1.28 ms, retry 7, RNR retry 6)."""
+
+    mtu: int = 4096
+    window: int = 2048
+    ack_every: int = 64
+    ack_timeout: float = 4.096e-6 * (1 << 14)
+    retry_count: int = 7
+    rnr_retry_count: int = 6
+    rnr_timer_code: int = 14
+    gso: bool = True
+    gro: bool = True
+    verify_icrc: bool = True
+    socket_buffer: int = 64 << 20
+
+
+class QpState(IntEnum):
+    RTS = 3
+    ERROR = 6
+
+
+@dataclass(slots=True)
+class OutPacket:
+    """A packet ready for the endpoint: `header` has BTH byte 4 set to 0xFF (the ICRC mask);
+    the endpoint computes the ICRC and clears that byte."""
+
+    header: bytearray
+    payload: memoryview | bytes
+    pad: int
+
+    @property
+    def length(self) -> int:
+        return len(self.header) + len(self.payload) + self.pad + ICRC_LEN
+
+
+class _Wr:
+    __slots__ = (
+        "first_psn",
+        "imm",
+        "is_send",
+        "length",
+        "local",
+        "npkts",
+        "remote_va",
+        "rkey",
+        "solicited",
+        "wr_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        wr_id: int,
+        is_send: bool,
+        local: memoryview,
+        remote_va: int,
+        rkey: int,
+        imm: int | None,
+        solicited: bool,
+        first_psn: int,
+        npkts: int,
+    ) -> None:
+        self.wr_id = wr_id
+        self.is_send = is_send
+        self.local = local
+        self.length = local.nbytes
+        self.remote_va = remote_va
+        self.rkey = rkey
+        self.imm = imm
+        self.solicited = solicited
+        self.first_psn = first_psn
+        self.npkts = npkts
+
+
+class _Recv:
+    __slots__ = ("buffer", "wr_id")
+
+    def __init__(self, wr_id: int, buffer: memoryview | None) -> None:
+        self.wr_id = wr_id
+        self.buffer = buffer
+
+
+class QpObserver:
+    """Counters a QP reports to (the endpoint's stats); the base class ignores everything."""
+
+    def on_nak_sent(self, syndrome: int) -> None: ...
+
+    def on_nak_received(self, syndrome: int) -> None: ...
+
+    def on_retransmit(self, packets: int) -> None: ...
+
+    def on_dropped(self, reason: str) -> None: ...
+
+
+Transmit = Callable[[list[OutPacket]], None]
+
+
+class QueuePair:
+    """One reliable-connected queue pair. Thread-safe: post_* from any thread; on_packet,
+    flush_ack and on_timer from the endpoint's receive thread."""
+
+    def __init__(
+        self,
+        *,
+        qpn: int,
+        peer_qpn: int,
+        send_psn: int,
+        expect_psn: int,
+        memory: MemoryTable,
+        transmit: Transmit,
+        on_completion: Callable[[Completion], None],
+        config: TransportConfig,
+        observer: QpObserver | None = None,
+    ) -> None:
+        self.qpn = qpn
+        self.peer_qpn = peer_qpn
+        self.memory = memory
+        self.config = config
+        self._transmit = transmit
+        self._on_completion = on_completion
+        self._obs = observer or QpObserver()
+        self._lock = threading.RLock()
+        self.state = QpState.RTS
+        # Requester.
+        self._sq: deque[_Wr] = deque()
+        self._assign_psn = send_psn & PSN_MASK
+        self._next_psn = self._assign_psn
+        self._una = self._assign_psn
+        self._hint = 0
+        self._deadline: float | None = None
+        self._retries = config.retry_count
+        self._rnr_retries = config.rnr_retry_count
+        self._rnr_until: float | None = None
+        self._dqp_word = 0xFF000000 | (peer_qpn & 0xFFFFFF)
+        # Responder.
+        self._epsn = expect_psn & PSN_MASK
+        self._msn = 0
+        self._rq: deque[_Recv] = deque()
+        self._cur_view: memoryview | None = None
+        self._cur_is_send = False
+        self._cur_pos = 0
+        self._cur_len = 0
+        self._nak_sent = False
+        self._ack_pending = False
+        self._fatal = False
+
+    # ----------------------------------------------------------------------- posting
+
+    def post_recv(self, *, wr_id: int, buffer: memoryview | None = None) -> None:
+        with self._lock:
+            self._rq.append(_Recv(wr_id, buffer))
+
+    def post_send(self, *, wr_id: int, data: memoryview | bytes, solicited: bool = False) -> None:
+        self._post(
+            wr_id=wr_id,
+            is_send=True,
+            local=memoryview(data),
+            remote_va=0,
+            rkey=0,
+            imm=None,
+            solicited=solicited,
+        )
+
+    def post_write(
+        self,
+        *,
+        wr_id: int,
+        local: memoryview,
+        remote_va: int,
+        rkey: int,
+        imm: int | None = None,
+        solicited: bool = False,
+    ) -> None:
+        self._post(
+            wr_id=wr_id,
+            is_send=False,
+            local=local,
+            remote_va=remote_va,
+            rkey=rkey,
+            imm=imm,
+            solicited=solicited,
+        )
+
+    def _post(
+        self,
+        *,
+        wr_id: int,
+        is_send: bool,
+        local: memoryview,
+        remote_va: int,
+        rkey: int,
+        imm: int | None,
+        solicited: bool,
+    ) -> None:
+        if local.nbytes > 0x80000000:
+            raise ValueError("an RC message is at most 2 GiB")
+        mtu = self.config.mtu
+        done: list[Completion] = []
+        with self._lock:
+            if self.state == QpState.ERROR:
+                done.append(
+                    Completion(
+                        opcode=WcOpcode.SEND if is_send else WcOpcode.RDMA_WRITE,
+                        status=WcStatus.WR_FLUSH_ERR,
+                        wr_id=wr_id,
+                    )
+                )
+            else:
+                npkts = max(1, -(-local.nbytes // mtu))
+                wr = _Wr(
+                    wr_id=wr_id,
+                    is_send=is_send,
+                    local=local.cast("B") if local.ndim != 1 or local.format != "B" else local,
+                    remote_va=remote_va,
+                    rkey=rkey,
+                    imm=imm,
+                    solicited=solicited,
+                    first_psn=self._assign_psn,
+                    npkts=npkts,
+                )
+                self._sq.append(wr)
+                self._assign_psn = psn_add(self._assign_psn, npkts)
+                self._pump(time.monotonic())
+        for c in done:
+            self._on_completion(c)
+
+    # ------------------------------------------------------------------ requester side
+
+    def _find_wr(self, psn: int) -> _Wr:
+        sq = self._sq
+        h = self._hint
+        if h < len(sq):
+            w = sq[h]
+            if 0 <= psn_diff(psn, w.first_psn) < w.npkts:
+                return w
+            if h + 1 < len(sq):
+                w = sq[h + 1]
+                if 0 <= psn_diff(psn, w.first_psn) < w.npkts:
+                    self._hint = h + 1
+                    return w
+        for i, w in enumerate(sq):
+            if 0 <= psn_diff(psn, w.first_psn) < w.npkts:
+                self._hint = i
+                return w
+        raise LookupError(f"PSN {psn} belongs to no outstanding work request")
+
+    def _pump(self, now: float) -> None:
+        """Send packets from next_psn while the window allows (lock held)."""
+        if self.state != QpState.RTS or self._rnr_until is not None:
+            return
+        window = self.config.window
+        mtu = self.config.mtu
+        ack_every = self.config.ack_every
+        out: list[OutPacket] = []
+        dqp = self._dqp_word
+        pack_bth = _BTH.pack
+        while (
+            psn_diff(self._assign_psn, self._next_psn) > 0
+            and psn_diff(self._next_psn, self._una) < window
+        ):
+            psn = self._next_psn
+            w = self._find_wr(psn)
+            k = (psn - w.first_psn) & PSN_MASK
+            n = w.npkts
+            off = k * mtu
+            ln = min(mtu, w.length - off)
+            last = k == n - 1
+            if w.is_send:
+                op = (
+                    Opcode.SEND_ONLY
+                    if n == 1
+                    else Opcode.SEND_FIRST
+                    if k == 0
+                    else Opcode.SEND_LAST
+                    if last
+                    else Opcode.SEND_MIDDLE
+                )
+            elif n == 1:
+                op = (
+                    Opcode.RDMA_WRITE_ONLY
+                    if w.imm is None
+                    else Opcode.RDMA_WRITE_ONLY_WITH_IMMEDIATE
+                )
+            elif k == 0:
+                op = Opcode.RDMA_WRITE_FIRST
+            elif last:
+                op = (
+                    Opcode.RDMA_WRITE_LAST
+                    if w.imm is None
+                    else Opcode.RDMA_WRITE_LAST_WITH_IMMEDIATE
+                )
+            else:
+                op = Opcode.RDMA_WRITE_MIDDLE
+            pad = (-ln) & 3
+            se = 0x80 if (last and w.solicited) else 0
+            areq = 0x80000000 if (last or k % ack_every == ack_every - 1) else 0
+            hdr = bytearray(pack_bth(op, se | (pad << 4), 0xFFFF, dqp, areq | psn))
+            if not w.is_send and k == 0:
+                hdr += _RETH.pack(w.remote_va, w.rkey, w.length)
+            if last and w.imm is not None:
+                hdr += _IMM.pack(w.imm)
+            out.append(OutPacket(hdr, w.local[off : off + ln], pad))
+            self._next_psn = psn_add(psn, 1)
+            if len(out) >= 64:
+                self._transmit(out)
+                out = []
+        if out:
+            self._transmit(out)
+        if self._deadline is None and self._una != self._next_psn:
+            self._deadline = now + self.config.ack_timeout
+
+    def _ack_through(self, psn: int, done: list[Completion]) -> bool:
+        """Mark every PSN up to and including `psn` acknowledged; True on progress."""
+        d_new = psn_diff(psn, self._una)
+        if d_new < 0 or psn_diff(psn, self._assign_psn) >= 0:
+            return False
+        self._una = psn_add(psn, 1)
+        sq = self._sq
+        while sq and psn_diff(self._una, psn_add(sq[0].first_psn, sq[0].npkts)) >= 0:
+            w = sq.popleft()
+            self._hint = max(0, self._hint - 1)
+            done.append(
+                Completion(
+                    opcode=WcOpcode.SEND if w.is_send else WcOpcode.RDMA_WRITE,
+                    status=WcStatus.SUCCESS,
+                    wr_id=w.wr_id,
+                    byte_len=w.length,
+                )
+            )
+        if psn_diff(self._next_psn, self._una) < 0:
+            self._next_psn = self._una
+        self._retries = self.config.retry_count
+        return True
+
+    def _fail(self, status: WcStatus, done: list[Completion]) -> None:
+        """Complete the head WR with `status`, flush the rest, enter the error state."""
+        first = True
+        while self._sq:
+            w = self._sq.popleft()
+            done.append(
+                Completion(
+                    opcode=WcOpcode.SEND if w.is_send else WcOpcode.RDMA_WRITE,
+                    status=status if first else WcStatus.WR_FLUSH_ERR,
+                    wr_id=w.wr_id,
+                )
+            )
+            first = False
+        self.state = QpState.ERROR
+        self._deadline = None
+
+    def _on_ack(self, psn: int, syndrome: int, now: float, done: list[Completion]) -> None:
+        kind = syndrome & 0xE0
+        if kind == 0x00:
+            if self._ack_through(psn, done):
+                self._deadline = (
+                    None if self._una == self._next_psn else now + self.config.ack_timeout
+                )
+            self._pump(now)
+            return
+        self._obs.on_nak_received(syndrome)
+        if kind == 0x20:  # RNR NAK: everything before psn is done; retry psn after the timer
+            self._ack_through(psn_add(psn, -1), done)
+            if self.config.rnr_retry_count != 7:
+                self._rnr_retries -= 1
+                if self._rnr_retries < 0:
+                    self._fail(WcStatus.RNR_RETRY_EXC_ERR, done)
+                    return
+            self._next_psn = psn if psn_diff(psn, self._una) >= 0 else self._una
+            self._rnr_until = now + RNR_TIMER_MS[syndrome & 0x1F] / 1000.0
+            self._deadline = self._rnr_until
+            return
+        self._ack_through(psn_add(psn, -1), done)
+        if syndrome == Syndrome.NAK_PSN_SEQUENCE_ERROR:
+            if psn_diff(psn, self._una) >= 0 and psn_diff(self._next_psn, psn) > 0:
+                self._obs.on_retransmit(psn_diff(self._next_psn, psn))
+                self._next_psn = psn
+            self._pump(now)
+            return
+        status = {
+            Syndrome.NAK_INVALID_REQUEST: WcStatus.REM_INV_REQ_ERR,
+            Syndrome.NAK_REMOTE_ACCESS_ERROR: WcStatus.REM_ACCESS_ERR,
+        }.get(syndrome, WcStatus.REM_OP_ERR)  # type: ignore[call-overload]
+        self._fail(status, done)
+
+    def deadline(self) -> float | None:
+        return self._deadline
+
+    def on_timer(self, now: float) -> None:
+        done: list[Completion] = []
+        with self._lock:
+            if self._deadline is None or now < self._deadline:
+                return
+            self._deadline = None
+            if self._rnr_until is not None:
+                self._rnr_until = None
+            elif self._una != self._next_psn or psn_diff(self._assign_psn, self._una) > 0:
+                self._retries -= 1
+                if self._retries < 0:
+                    self._fail(WcStatus.RETRY_EXC_ERR, done)
+                else:
+                    self._obs.on_retransmit(max(1, psn_diff(self._next_psn, self._una)))
+                    self._next_psn = self._una
+            self._pump(now)
+        for c in done:
+            self._on_completion(c)
+
+    # ------------------------------------------------------------------ responder side
+
+    def _send_ack(self, syndrome: int, psn: int) -> None:
+        hdr = bytearray(
+            _ACK.pack(
+                Opcode.ACKNOWLEDGE,
+                0,
+                0xFFFF,
+                self._dqp_word,
+                psn & PSN_MASK,
+                ((syndrome & 0xFF) << 24) | (self._msn & 0xFFFFFF),
+            )
+        )
+        if syndrome & 0xE0:
+            self._obs.on_nak_sent(syndrome)
+        self._transmit([OutPacket(hdr, b"", 0)])
+
+    def flush_ack(self) -> None:
+        """Send the coalesced ACK for everything received so far, if one is owed."""
+        with self._lock:
+            if self._ack_pending and not self._fatal:
+                self._ack_pending = False
+                self._send_ack(Syndrome.ACK_UNLIMITED, psn_add(self._epsn, -1))
+
+    def _nak(self, syndrome: int, psn: int, *, fatal: bool) -> None:
+        self._send_ack(syndrome, psn)
+        if fatal:
+            self._fatal = True
+            self._cur_view = None
+
+    def on_packet(self, seg: memoryview, op: int, b1: int, w3: int, now: float) -> None:
+        """Handle one RC packet (`seg` is the UDP payload without the ICRC; BTH words given)."""
+        done: list[Completion] = []
+        with self._lock:
+            if op == Opcode.ACKNOWLEDGE:
+                if len(seg) < BTH_LEN + 4:
+                    self._obs.on_dropped("short")
+                    return
+                (aeth,) = _IMM.unpack_from(seg, BTH_LEN)
+                self._on_ack(w3 & PSN_MASK, aeth >> 24, now, done)
+            else:
+                self._on_request(seg, op, b1, w3, done)
+        for c in done:
+            self._on_completion(c)
+
+    def _on_request(
+        self, seg: memoryview, op: int, b1: int, w3: int, done: list[Completion]
+    ) -> None:
+        if self._fatal:
+            self._obs.on_dropped("qp_in_error")
+            return
+        psn = w3 & PSN_MASK
+        d = psn_diff(psn, self._epsn)
+        if d < 0:
+            # Duplicate: its ACK may have been lost; acknowledge what we have.
+            self._ack_pending = True
+            self._obs.on_dropped("duplicate_psn")
+            return
+        if d > 0:
+            if not self._nak_sent:
+                self._nak_sent = True
+                self._nak(Syndrome.NAK_PSN_SEQUENCE_ERROR, self._epsn, fatal=False)
+            self._obs.on_dropped("out_of_sequence_psn")
+            return
+        pad = (b1 >> 4) & 3
+        mtu = self.config.mtu
+        end = len(seg) - pad
+        imm: int | None = None
+        if op in _CONTINUATIONS:
+            start = BTH_LEN
+            is_send = op in (Opcode.SEND_MIDDLE, Opcode.SEND_LAST)
+            view = self._cur_view
+            n = end - start
+            last = op in (Opcode.RDMA_WRITE_LAST, Opcode.SEND_LAST)
+            if (
+                view is None
+                or self._cur_is_send != is_send
+                or n < 0
+                or (not last and (n != mtu or self._cur_pos + n >= self._cur_len))
+                or (
+                    last
+                    and (n > mtu or n == 0 or (self._cur_pos + n != self._cur_len and not is_send))
+                )
+            ):
+                self._nak(Syndrome.NAK_INVALID_REQUEST, psn, fatal=True)
+                return
+            if is_send and self._cur_pos + n > self._cur_len:
+                self._nak(Syndrome.NAK_INVALID_REQUEST, psn, fatal=True)
+                return
+            view[self._cur_pos : self._cur_pos + n] = seg[start:end]
+            self._cur_pos += n
+            if last:
+                self._finish_message(is_send=is_send, imm=None, se=bool(b1 & 0x80), done=done)
+        elif op == Opcode.RDMA_WRITE_LAST_WITH_IMMEDIATE:
+            start = BTH_LEN + IMM_LEN
+            n = end - start
+            view = self._cur_view
+            if (
+                view is None
+                or self._cur_is_send
+                or n <= 0
+                or n > mtu
+                or self._cur_pos + n != self._cur_len
+            ):
+                self._nak(Syndrome.NAK_INVALID_REQUEST, psn, fatal=True)
+                return
+            if not self._rq:
+                self._nak(Syndrome.RNR_NAK | self.config.rnr_timer_code, psn, fatal=False)
+                return
+            (imm,) = _IMM.unpack_from(seg, BTH_LEN)
+            view[self._cur_pos : self._cur_pos + n] = seg[start:end]
+            self._cur_pos += n
+            self._finish_message(is_send=False, imm=imm, se=bool(b1 & 0x80), done=done)
+        elif op in (
+            Opcode.RDMA_WRITE_FIRST,
+            Opcode.RDMA_WRITE_ONLY,
+            Opcode.RDMA_WRITE_ONLY_WITH_IMMEDIATE,
+        ):
+            if self._cur_view is not None:
+                self._nak(Syndrome.NAK_INVALID_REQUEST, psn, fatal=True)
+                return
+            start = BTH_LEN + RETH_LEN
+            with_imm = op == Opcode.RDMA_WRITE_ONLY_WITH_IMMEDIATE
+            if with_imm:
+                start += IMM_LEN
+            n = end - start
+            if n < 0:
+                self._nak(Syndrome.NAK_INVALID_REQUEST, psn, fatal=True)
+                return
+            va, rkey, dma_len = _RETH.unpack_from(seg, BTH_LEN)
+            if op == Opcode.RDMA_WRITE_FIRST:
+                bad_len = n != mtu or dma_len <= mtu
+            else:
+                bad_len = n != dma_len or n > mtu
+            if bad_len:
+                self._nak(Syndrome.NAK_INVALID_REQUEST, psn, fatal=True)
+                return
+            if with_imm and not self._rq:
+                self._nak(Syndrome.RNR_NAK | self.config.rnr_timer_code, psn, fatal=False)
+                return
+            try:
+                target = (
+                    self.memory.resolve(rkey=rkey, va=va, length=dma_len)
+                    if dma_len
+                    else memoryview(b"")
+                )
+            except RemoteAccessError:
+                self._nak(Syndrome.NAK_REMOTE_ACCESS_ERROR, psn, fatal=True)
+                return
+            if with_imm:
+                (imm,) = _IMM.unpack_from(seg, BTH_LEN + RETH_LEN)
+            if n:
+                target[0:n] = seg[start:end]
+            if op == Opcode.RDMA_WRITE_FIRST:
+                self._cur_view, self._cur_is_send, self._cur_pos, self._cur_len = (
+                    target,
+                    False,
+                    n,
+                    dma_len,
+                )
+            else:
+                self._cur_len = dma_len
+                self._cur_pos = n
+                self._cur_is_send = False
+                self._finish_message(is_send=False, imm=imm, se=bool(b1 & 0x80), done=done)
+        elif op in (Opcode.SEND_FIRST, Opcode.SEND_ONLY):
+            if self._cur_view is not None:
+                self._nak(Syndrome.NAK_INVALID_REQUEST, psn, fatal=True)
+                return
+            start = BTH_LEN
+            n = end - start
+            if n < 0 or n > mtu or (op == Opcode.SEND_FIRST and n != mtu):
+                self._nak(Syndrome.NAK_INVALID_REQUEST, psn, fatal=True)
+                return
+            if not self._rq:
+                self._nak(Syndrome.RNR_NAK | self.config.rnr_timer_code, psn, fatal=False)
+                return
+            buf = self._rq[0].buffer
+            cap = buf.nbytes if buf is not None else 0
+            if n > cap:
+                self._nak(Syndrome.NAK_INVALID_REQUEST, psn, fatal=True)
+                return
+            if n and buf is not None:
+                buf[0:n] = seg[start:end]
+            self._cur_is_send = True
+            self._cur_pos = n
+            self._cur_len = cap
+            if op == Opcode.SEND_FIRST:
+                assert buf is not None
+                self._cur_view = buf
+            else:
+                self._finish_message(is_send=True, imm=None, se=bool(b1 & 0x80), done=done)
+        else:
+            self._nak(Syndrome.NAK_INVALID_REQUEST, psn, fatal=True)
+            return
+        self._epsn = psn_add(self._epsn, 1)
+        self._nak_sent = False
+        if w3 & 0x80000000:
+            self._ack_pending = False
+            self._send_ack(Syndrome.ACK_UNLIMITED, psn)
+        else:
+            self._ack_pending = True
+
+    def _finish_message(
+        self, *, is_send: bool, imm: int | None, se: bool, done: list[Completion]
+    ) -> None:
+        self._msn = (self._msn + 1) & 0xFFFFFF
+        length = self._cur_pos
+        self._cur_view = None
+        if is_send:
+            r = self._rq.popleft()
+            done.append(
+                Completion(
+                    opcode=WcOpcode.RECV,
+                    status=WcStatus.SUCCESS,
+                    wr_id=r.wr_id,
+                    byte_len=length,
+                    solicited=se,
+                )
+            )
+        elif imm is not None:
+            r = self._rq.popleft()
+            done.append(
+                Completion(
+                    opcode=WcOpcode.RECV_RDMA_WITH_IMM,
+                    status=WcStatus.SUCCESS,
+                    wr_id=r.wr_id,
+                    byte_len=length,
+                    imm=imm,
+                    solicited=se,
+                )
+            )
+
+    # ------------------------------------------------------------------------ teardown
+
+    def close(self) -> None:
+        """Flush all outstanding work requests (as after a disconnect)."""
+        done: list[Completion] = []
+        with self._lock:
+            if self._sq:
+                self._fail(WcStatus.WR_FLUSH_ERR, done)
+            self.state = QpState.ERROR
+            self._fatal = True
+        for c in done:
+            self._on_completion(c)
+
+
+__all__ = [
+    "Completion",
+    "OutPacket",
+    "QpObserver",
+    "QpState",
+    "QueuePair",
+    "TransportConfig",
+    "WcOpcode",
+    "WcStatus",
+    "syndrome_name",
+]

@@ -1,0 +1,521 @@
+"""The software NAA's RPC server: accepts CM connections into a fixed number of slots, runs
+MRSP, then serves RPCs (PROTOCOL.md §3.3) by dispatching fn codes to kernels and writing every
+output region back, the last write carrying the return code in bits 31..8 of the immediate.
+
+Composed by `naaice runtime serve` (`naa_runtime.cli` / `naa_runtime.naa`) and by the tests and
+benchmarks. `RpcServer` satisfies the `DataPlane` protocol of `naa_runtime.naa` (async
+`start` / `stop` / `disconnect_all`) and is also a synchronous context manager.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from naa_runtime.kernels.base import ActivityObserver, KernelLookup, KernelTimeout
+from naa_runtime.mrsp import (
+    RECEIVE_BUFFER,
+    AEntry,
+    MrFlags,
+    MrspError,
+    MrspErrorCode,
+    decode_aar,
+    encode_a,
+    encode_err,
+)
+from naa_runtime.roce.cm import (
+    REJ_REASON_CONSUMER,
+    REJ_REASON_INVALID_SERVICE_ID,
+    SERVER_OVERLOADED_PRIVATE_DATA,
+    CmMessage,
+    Drep,
+    Dreq,
+    Rej,
+    Rep,
+    Req,
+    Rtu,
+    port_of_service_id,
+)
+from naa_runtime.roce.endpoint import Endpoint, Impairment, TransportStats
+from naa_runtime.roce.memory import Access, MemoryTable
+from naa_runtime.roce.packets import PSN_MASK, ROCE_UDP_PORT
+from naa_runtime.roce.qp import Completion, QueuePair, TransportConfig, WcOpcode, WcStatus
+
+log = logging.getLogger(__name__)
+
+NAA_SUCCESS = 0
+KERNEL_TIMEOUT = 0x02
+KERNEL_FAILED = 0x7E
+"""Application return code for a kernel that raised (not a timeout)."""
+UNKNOWN_FUNCTION = 0x7F
+"""Application return code for an fn code no kernel is bound to (or a malformed immediate)."""
+
+_WR_MRSP = 1
+_WR_RPC = 2
+
+
+def result_name(code: int) -> str:
+    return {
+        NAA_SUCCESS: "ok",
+        KERNEL_TIMEOUT: "kernel_timeout",
+        KERNEL_FAILED: "kernel_failed",
+        UNKNOWN_FUNCTION: "unknown_function",
+    }.get(code, "app_error")
+
+
+@dataclass
+class RpcStats:
+    """Everything the management plane exports as metrics."""
+
+    transport: TransportStats
+    rpcs: Counter[tuple[int, str]] = field(default_factory=Counter)
+    connections_accepted: int = 0
+    connections_rejected: int = 0
+    mrsp_errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def packets_received(self) -> int:
+        return self.transport.packets_rx
+
+    @property
+    def packets_sent(self) -> int:
+        return self.transport.packets_tx
+
+    @property
+    def packets_malformed(self) -> int:
+        return sum(self.transport.dropped.values())
+
+    @property
+    def bytes_received(self) -> int:
+        return self.transport.bytes_rx
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.transport.bytes_tx
+
+    @property
+    def retransmits(self) -> int:
+        return self.transport.retransmits
+
+
+@dataclass
+class _Region:
+    flags: MrFlags
+    buffer: bytearray
+    host_va: int
+    host_rkey: int
+    naa_va: int
+    naa_rkey: int
+
+
+class _Connection:
+    def __init__(self, server: RpcServer, *, peer_ip: str, req: Req, tid: int) -> None:
+        self.server = server
+        self.peer_ip = peer_ip
+        self.remote_comm_id = req.local_comm_id
+        self.local_comm_id = secrets.randbits(32)
+        self.tid = tid
+        self.memory = MemoryTable()
+        self.completions: queue.Queue[Completion | None] = queue.Queue()
+        self.closed = threading.Event()
+        psn = secrets.randbits(24)
+        ep = server.endpoint
+        self.qp: QueuePair = ep.create_qp(
+            peer_ip=peer_ip,
+            peer_qpn=req.local_qpn,
+            send_psn=psn,
+            expect_psn=req.starting_psn & PSN_MASK,
+            memory=self.memory,
+            on_completion=self.completions.put,
+        )
+        self.mrsp_buffer = bytearray(RECEIVE_BUFFER)
+        self.qp.post_recv(wr_id=_WR_MRSP, buffer=memoryview(self.mrsp_buffer))
+        self.rep = Rep(
+            local_comm_id=self.local_comm_id,
+            remote_comm_id=self.remote_comm_id,
+            local_qpn=self.qp.qpn,
+            starting_psn=psn,
+        )
+        self.regions: list[_Region] = []
+        self.thread = threading.Thread(
+            target=self._run, name=f"naa-conn-{peer_ip}-{self.qp.qpn}", daemon=True
+        )
+        self._kernel_busy: threading.Event | None = None
+
+    # --- completion plumbing -----------------------------------------------------------
+
+    def _next(self, opcode: WcOpcode) -> Completion | None:
+        """The next successful completion of `opcode`; None once the connection is closed."""
+        while not self.closed.is_set():
+            try:
+                c = self.completions.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if c is None:
+                return None
+            if c.status != WcStatus.SUCCESS:
+                if c.status != WcStatus.WR_FLUSH_ERR:
+                    log.warning(
+                        "connection from %s: %s completion failed: %s",
+                        self.peer_ip,
+                        c.opcode.name,
+                        c.status.name,
+                    )
+                continue
+            if c.opcode == opcode:
+                return c
+        return None
+
+    def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        self.completions.put(None)
+        self.server.endpoint.destroy_qp(self.qp)
+        self.memory.clear()
+
+    # --- the per-connection worker -----------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            if self._mrsp():
+                self._serve_rpcs()
+        except Exception:  # a bug must not take the server down; log and drop the connection
+            log.exception("connection from %s failed", self.peer_ip)
+        finally:
+            self.closed.wait()
+            self.server._release(self)
+
+    def _mrsp(self) -> bool:
+        c = self._next(WcOpcode.RECV)
+        if c is None:
+            return False
+        data = bytes(self.mrsp_buffer[: c.byte_len])
+        try:
+            entries = decode_aar(data)
+            total = sum(e.size for e in entries)
+            if total > self.server.memory_bytes:
+                raise MrspError(
+                    MrspErrorCode.NOT_ENOUGH_MEMORY,
+                    f"{total} bytes requested, NAA memory is {self.server.memory_bytes}",
+                )
+            for e in entries:
+                if e.requested_addr + e.size > self.server.memory_bytes:
+                    raise MrspError(
+                        MrspErrorCode.NOT_ENOUGH_MEMORY,
+                        f"region {e.requested_addr:#x}+{e.size} lies beyond NAA memory",
+                    )
+        except MrspError as err:
+            self.server.stats.mrsp_errors[err.code.name.lower()] += 1
+            log.info("MRSP from %s refused: %s", self.peer_ip, err)
+            self.qp.post_send(wr_id=_WR_MRSP, data=encode_err(err.code), solicited=True)
+            return False
+        answer: list[AEntry] = []
+        for e in entries:
+            buf = bytearray(e.size)
+            if e.flags & MrFlags.INTERNAL:
+                continue  # NAA-only scratch: allocated by kernels, never transferred
+            mr = self.memory.register(
+                buf, va=e.requested_addr, access=Access.LOCAL_WRITE | Access.REMOTE_WRITE
+            )
+            self.regions.append(
+                _Region(
+                    flags=e.flags,
+                    buffer=buf,
+                    host_va=e.host_va,
+                    host_rkey=e.host_rkey,
+                    naa_va=mr.va,
+                    naa_rkey=mr.rkey,
+                )
+            )
+            answer.append(AEntry(naa_va=mr.va, naa_rkey=mr.rkey, size=e.size))
+        # The first RPC's receive is posted before the host can learn our regions: no RNR.
+        self.qp.post_recv(wr_id=_WR_RPC)
+        self.qp.post_send(wr_id=_WR_MRSP, data=encode_a(answer), solicited=True)
+        return True
+
+    def _serve_rpcs(self) -> None:
+        server = self.server
+        inputs = [memoryview(r.buffer) for r in self.regions if r.flags & MrFlags.INPUT]
+        outputs = [memoryview(r.buffer) for r in self.regions if r.flags & MrFlags.OUTPUT]
+        out_regions = [r for r in self.regions if r.flags & MrFlags.OUTPUT]
+        in_bytes = sum(len(v) for v in inputs)
+        while True:
+            c = self._next(WcOpcode.RECV_RDMA_WITH_IMM)
+            if c is None:
+                return
+            imm = c.imm or 0
+            self.qp.post_recv(wr_id=_WR_RPC)
+            fn = imm & 0x7F
+            user = imm >> 8
+            rc = self._dispatch(
+                fn=fn, valid=bool(imm & 0x80) and fn != 0, user=user, inputs=inputs, outputs=outputs
+            )
+            server.stats.rpcs[(fn, result_name(rc))] += 1
+            reply_imm = (rc & 0xFFFFFF) << 8
+            if out_regions:
+                for i, r in enumerate(out_regions):
+                    last = i == len(out_regions) - 1
+                    self.qp.post_write(
+                        wr_id=_WR_RPC,
+                        local=memoryview(r.buffer),
+                        remote_va=r.host_va,
+                        rkey=r.host_rkey,
+                        imm=reply_imm if last else None,
+                        solicited=last,
+                    )
+            else:
+                r0 = self.regions[0] if self.regions else None
+                self.qp.post_write(
+                    wr_id=_WR_RPC,
+                    local=memoryview(b""),
+                    remote_va=r0.host_va if r0 else 0,
+                    rkey=r0.host_rkey if r0 else 0,
+                    imm=reply_imm,
+                    solicited=True,
+                )
+            if server.observer is not None:
+                server.observer.on_bytes(received=in_bytes, sent=sum(len(v) for v in outputs))
+
+    def _dispatch(
+        self,
+        *,
+        fn: int,
+        valid: bool,
+        user: int,
+        inputs: list[memoryview],
+        outputs: list[memoryview],
+    ) -> int:
+        server = self.server
+        kernel = server.kernels(fn) if valid else None
+        if kernel is None:
+            log.info("RPC from %s: no kernel bound to fn code %d", self.peer_ip, fn)
+            return UNKNOWN_FUNCTION
+        if self._kernel_busy is not None:
+            # The previous kernel overran its deadline and is still running: let it finish
+            # before the next one touches the same regions.
+            self._kernel_busy.wait()
+        obs = server.observer
+        start = time.monotonic()
+        deadline = start + server.kernel_timeout
+        if obs is not None:
+            obs.on_kernel_start(fn_code=fn)
+        result: list[int] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                result.append(
+                    int(kernel(inputs=inputs, outputs=outputs, user=user, deadline=deadline))
+                )
+            except KernelTimeout:
+                result.append(KERNEL_TIMEOUT)
+            except Exception:
+                log.exception("kernel for fn code %d failed", fn)
+                result.append(KERNEL_FAILED)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"naa-kernel-{fn}", daemon=True).start()
+        if not done.wait(timeout=server.kernel_timeout):
+            self._kernel_busy = done
+            rc = KERNEL_TIMEOUT
+        else:
+            self._kernel_busy = None
+            rc = result[0] if result else KERNEL_FAILED
+            if rc == NAA_SUCCESS and time.monotonic() > deadline:
+                rc = KERNEL_TIMEOUT
+        if obs is not None:
+            obs.on_kernel_end(fn_code=fn, seconds=time.monotonic() - start, return_code=rc)
+        return rc
+
+
+class RpcServer:
+    """A software NAA's data plane on `address` (UDP 4791), accepting rdma_cm connections to
+    the CM port `cm_port` into `slots` concurrent connections."""
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        port: int = ROCE_UDP_PORT,
+        cm_port: int = 12345,
+        kernels: KernelLookup,
+        slots: int = 4,
+        kernel_timeout: float = 60.0,
+        observer: ActivityObserver | None = None,
+        memory_bytes: int = 8 << 30,
+        config: TransportConfig | None = None,
+        impairment: Impairment | None = None,
+    ) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        if kernel_timeout <= 0:
+            raise ValueError("kernel_timeout must be positive (seconds)")
+        self.address = address
+        self.port = port
+        self.cm_port = cm_port
+        self.kernels = kernels
+        self.slots = slots
+        self.kernel_timeout = kernel_timeout
+        self.observer = observer
+        self.memory_bytes = memory_bytes
+        self.config = config or TransportConfig()
+        self._impairment = impairment
+        self._lock = threading.Lock()
+        self._conns: dict[tuple[str, int], _Connection] = {}
+        self._endpoint: Endpoint | None = None
+        self.stats = RpcStats(transport=TransportStats())
+
+    @property
+    def endpoint(self) -> Endpoint:
+        if self._endpoint is None:
+            raise RuntimeError("the RPC server is not started")
+        return self._endpoint
+
+    @property
+    def active_connections(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Bind the socket and start serving (synchronous)."""
+        if self._endpoint is not None:
+            return
+        ep = Endpoint(
+            address=self.address,
+            port=self.port,
+            config=self.config,
+            impairment=self._impairment,
+            on_cm=self._on_cm,
+        )
+        self._endpoint = ep
+        self.stats.transport = ep.stats
+        ep.start()
+
+    def close(self) -> None:
+        """Drop every connection and stop (synchronous)."""
+        self.drop_connections()
+        if self._endpoint is not None:
+            self._endpoint.stop()
+            self._endpoint = None
+
+    def drop_connections(self) -> None:
+        with self._lock:
+            conns = list(self._conns.values())
+        for c in conns:
+            c.close()
+
+    async def start(self) -> None:
+        self.open()
+
+    async def stop(self) -> None:
+        self.close()
+
+    async def disconnect_all(self) -> None:
+        self.drop_connections()
+
+    def __enter__(self) -> RpcServer:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- connection management (runs on the endpoint's receive thread) ------------------
+
+    def _on_cm(self, peer_ip: str, tid: int, msg: CmMessage) -> None:
+        ep = self.endpoint
+        if isinstance(msg, Req):
+            self._on_req(peer_ip, tid, msg)
+        elif isinstance(msg, Rtu):
+            pass  # established: the worker already waits for the AAR
+        elif isinstance(msg, Dreq):
+            with self._lock:
+                conn = next(
+                    (
+                        c
+                        for c in self._conns.values()
+                        if c.peer_ip == peer_ip and c.local_comm_id == msg.remote_comm_id
+                    ),
+                    None,
+                )
+            ep.send_mad(
+                peer_ip,
+                Drep(local_comm_id=msg.remote_comm_id, remote_comm_id=msg.local_comm_id),
+                tid=tid,
+            )
+            if conn is not None:
+                conn.close()
+
+    def _on_req(self, peer_ip: str, tid: int, req: Req) -> None:
+        ep = self.endpoint
+        key = (peer_ip, req.local_comm_id)
+        with self._lock:
+            existing = self._conns.get(key)
+            if existing is not None:  # a retransmitted REQ: our REP was lost
+                ep.send_mad(peer_ip, existing.rep, tid=tid)
+                return
+            if port_of_service_id(req.service_id) != self.cm_port:
+                self.stats.connections_rejected += 1
+                ep.send_mad(
+                    peer_ip,
+                    Rej(
+                        local_comm_id=0,
+                        remote_comm_id=req.local_comm_id,
+                        reason=REJ_REASON_INVALID_SERVICE_ID,
+                    ),
+                    tid=tid,
+                )
+                return
+            if len(self._conns) >= self.slots:
+                self.stats.connections_rejected += 1
+                ep.send_mad(
+                    peer_ip,
+                    Rej(
+                        local_comm_id=0,
+                        remote_comm_id=req.local_comm_id,
+                        reason=REJ_REASON_CONSUMER,
+                        private_data=SERVER_OVERLOADED_PRIVATE_DATA,
+                    ),
+                    tid=tid,
+                )
+                return
+            conn = _Connection(self, peer_ip=peer_ip, req=req, tid=tid)
+            if req.mtu < self.config.mtu:
+                conn.qp.config = dataclasses.replace(self.config, mtu=req.mtu)
+            self._conns[key] = conn
+            self.stats.connections_accepted += 1
+        if self.observer is not None:
+            self.observer.on_connection(opened=True)
+        conn.thread.start()
+        ep.send_mad(peer_ip, conn.rep, tid=tid)
+
+    def _release(self, conn: _Connection) -> None:
+        with self._lock:
+            removed = self._conns.pop((conn.peer_ip, conn.remote_comm_id), None)
+        if removed is not None and self.observer is not None:
+            self.observer.on_connection(opened=False)
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """True once no connection is active (tests and graceful shutdown)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.active_connections == 0:
+                return True
+            time.sleep(0.01)
+        return self.active_connections == 0
