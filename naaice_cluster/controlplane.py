@@ -493,7 +493,7 @@ def attach_current_context(
 # -- stop -------------------------------------------------------------------------------------
 
 
-def _delete_webhook_configs(cluster: Cluster) -> None:
+def remove_webhook_configurations(cluster: Cluster) -> None:
     """Remove admission webhooks we (or Kopf) registered: a stale one pointing at a dead port
     with failurePolicy=Fail would block writes in a cluster that outlives us."""
     for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
@@ -540,7 +540,7 @@ def stop(cluster: Cluster, *, keep_files: bool = False) -> None:
     apiserver = next((p for p in cluster.processes if p.name == "kube-apiserver"), None)
     if cluster.external or (apiserver is not None and _ours(apiserver, cluster.run_dir)):
         with contextlib.suppress(subprocess.SubprocessError, OSError, StateError):
-            _delete_webhook_configs(cluster)
+            remove_webhook_configurations(cluster)
     _stop_processes(cluster, popens=getattr(cluster, "_popens", ()))
     if not keep_files:
         if cluster.external:
