@@ -40,7 +40,9 @@ DIGEST = r"^sha256:[0-9a-f]{64}$"
 
 DnsLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 DnsSubdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
-Digest = Annotated[str, Field(min_length=71, max_length=71, pattern=DIGEST)]
+LabelSafeName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_SUBDOMAIN)]
+"""An object name that is also a label value (NAA and NAAJob names)."""
+Digest = Annotated[str, Field(max_length=71, pattern=DIGEST)]
 FnCode = Annotated[int, Field(ge=1, le=127)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 

@@ -5,7 +5,7 @@ Mirrors crds/naaice.io_bitstreams.yaml; the operator reads it to place and flash
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -29,7 +29,9 @@ class Artifact(Model):
 
 class BitstreamSpec(Model):
     functions: list[BitstreamFunction] = Field(min_length=1, max_length=127)
-    compatible_boards: list[str] = Field(min_length=1, max_length=64)
+    compatible_boards: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
+        min_length=1, max_length=64
+    )
     artifact: Artifact
     digest: Digest
     resources: Resources | None = None

@@ -17,6 +17,7 @@ from naaice.api._base import (
     DnsLabel,
     DnsSubdomain,
     FnCode,
+    LabelSafeName,
     Model,
     OpenModel,
     Port,
@@ -79,7 +80,7 @@ class NAAJobSpec(Model):
     template: PodTemplate
     energy_budget_joules: float | None = Field(default=None, gt=0)
     backoff_limit: int = Field(default=2, ge=0, le=100)
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=31_536_000)
     suspend: bool = False
     placement_policy: PlacementPolicy = PlacementPolicy.FIRST_FIT
     scrub_on_release: bool = False
@@ -93,7 +94,7 @@ class AssignedNAA(Model):
     """One NAA bound to one request: everything an `NAA_SPEC` entry and the release need."""
 
     request: DnsLabel
-    naa: DnsLabel
+    naa: LabelSafeName
     address: str = Field(min_length=1, max_length=253)
     port: Port
     """The NAA's CM port (its `spec.cmPort`): the port field of the original NAA_SPEC."""
@@ -104,7 +105,7 @@ class AssignedNAA(Model):
 
 
 class NAAEnergy(Model):
-    naa: DnsLabel
+    naa: LabelSafeName
     joules: float = Field(ge=0)
 
 

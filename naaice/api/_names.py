@@ -40,8 +40,6 @@ ANNOTATION_BOUND_AT: Final = f"{GROUP}/bound-at"
 
 LEASE_NAME_PREFIX: Final = "naa-"
 
-# The `NAAJob` and `NetworkAttachedAccelerator` names end up in label values and Lease names,
-# so both are restricted to RFC 1123 labels (the CRDs enforce the same rule).
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS_LABEL_PATTERN: Final = _DNS_LABEL.pattern
@@ -83,12 +81,18 @@ def is_dns_subdomain(value: str) -> bool:
     return len(value) <= 253 and _DNS_SUBDOMAIN.fullmatch(value) is not None
 
 
+def is_label_safe_name(value: str) -> bool:
+    """True when `value` is an object name that is also a valid label value: an RFC 1123
+    subdomain of at most 63 characters. NAA and NAAJob names must be (the CRDs enforce it)."""
+    return len(value) <= 63 and is_dns_subdomain(value)
+
+
 def lease_name(naa: str) -> str:
     """The allocation Lease's name for the NAA named `naa`: `naa-<naa>`."""
-    if not is_dns_label(naa):
+    if not is_label_safe_name(naa):
         raise InvalidNameError(
-            f"NAA name {naa!r} is not an RFC 1123 label (lower-case letters, digits and '-', "
-            "at most 63 characters); rename the NetworkAttachedAccelerator"
+            f"NAA name {naa!r} is not an RFC 1123 subdomain of at most 63 characters; "
+            "rename the NetworkAttachedAccelerator"
         )
     return LEASE_NAME_PREFIX + naa
 
@@ -98,7 +102,7 @@ def naa_of_lease(name: str) -> str | None:
     if not name.startswith(LEASE_NAME_PREFIX):
         return None
     naa = name.removeprefix(LEASE_NAME_PREFIX)
-    return naa if is_dns_label(naa) else None
+    return naa if is_label_safe_name(naa) else None
 
 
 @dataclass(frozen=True, slots=True)
