@@ -1,0 +1,73 @@
+"""The NAAJob lifecycle on the embedded control plane with real software NAAs: placement,
+Leases, flashing, NAA Spec injection, pods, release and energy."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from tests.integration.operator.lab import Lab, sleep_command, spec_probe_command
+
+
+def test_a_job_runs_to_success_with_its_naa_spec_flashed_naas_and_energy(
+    lab: Lab, tmp_path: Path
+) -> None:
+    lab.add_naas(2)
+    lab.add_bitstream()
+    lab.start_operator()
+    out = tmp_path / "probe"
+    lab.create_job("happy", command=spec_probe_command(out), count=2)
+    job = lab.wait_terminal("happy")
+    assert lab.terminal(job) == "Succeeded", json.dumps(job["status"], indent=1)
+    status = job["status"]
+
+    # The pod saw the NAA Spec in all three forms, matching the assignment.
+    assigned = status["assignedNAAs"]
+    assert sorted(a["naa"] for a in assigned) == sorted(lab.naas)
+    want = ",".join(f"{a['address']}:12345:1:1" for a in assigned)
+    assert status["naaSpec"] == want
+    (record,) = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    assert record["NAA_SPEC"] == want
+    as_json = json.loads(record["JSON"])
+    assert [e["naa"] for e in as_json["naas"]] == [a["naa"] for a in assigned]
+    assert json.loads(record["FILE"]) == as_json
+
+    # Each NAA holds the bitstream's digest.
+    digest = assigned[0]["digest"]
+    for naa in lab.naas.values():
+        assert naa.health()["loadedBitstream"]["digest"] == digest
+
+    # The NAAs are free again.
+    lab.wait("Leases released", lambda: not lab.leases(), timeout=10)
+
+    # Energy: per NAA and total, over the bind–unbind window, from the NAAs' counters.
+    energy = status["energy"]
+    per = {e["naa"]: e["joules"] for e in energy["perNAA"]}
+    assert set(per) == set(lab.naas)
+    assert math.isclose(sum(per.values()), energy["totalJoules"], rel_tol=1e-6)
+    assert energy["coverage"] > 0.5
+    assert all(j > 0 for j in per.values())
+    for cond in ("Scheduled", "Flashed", "Succeeded"):
+        assert lab.condition(job, cond)["status"] == "True"
+
+
+def test_a_job_waits_with_a_reason_per_naa_and_starts_when_one_frees(lab: Lab) -> None:
+    lab.add_naas(1)
+    lab.add_bitstream()
+    lab.start_operator()
+    lab.create_job("first", command=sleep_command(4))
+    lab.wait("first to hold its NAA", lambda: lab.is_true("first", "Scheduled"))
+    lab.create_job("second", command=sleep_command(0))
+    pending = lab.wait(
+        "second to report why it waits",
+        lambda: (c := lab.condition(lab.job("second"), "Scheduled")) and c["status"] == "False"
+        and c,
+    )
+    assert pending["reason"] == "NoFreeNAA"
+    (naa,) = lab.naas
+    assert f"{naa}: leased: held by {lab.namespace}/first/" in pending["message"]
+    lab.wait_terminal("first", timeout=30)
+    second = lab.wait_terminal("second", timeout=30)
+    assert lab.terminal(second) == "Succeeded"
+    assert second["status"]["assignedNAAs"][0]["naa"] == naa
