@@ -1,0 +1,170 @@
+"""Who holds which NAA: watches the allocation Leases (`naa-<naa>`, label `naaice.io/naa`,
+holder `<namespace>/<naajob>/<uid>`, annotation `naaice.io/bound-at`) and feeds bind/unbind
+edges into the energy book.
+
+Bind time is the Lease's `naaice.io/bound-at` (set by the operator when it acquires); unbind
+time is when the DELETED event arrives (a deleted Lease carries no release time). While the
+watch is live, the binding history is complete up to "now", which is the attribution
+watermark the sampler commits to (`known_until_ns`). Called by `device_plugin.agent`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+from device_plugin.book import EnergyBook
+from naaice.api import (
+    ANNOTATION_BOUND_AT,
+    LABEL_NAA,
+    HolderIdentity,
+    NaaiceApiError,
+    naa_of_lease,
+    parse_bound_at,
+)
+from naaice.energy import EnergyError, JobKey
+
+__all__ = ["LeaseBinding", "LeaseWatcher", "binding_from_lease"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseBinding:
+    naa: str
+    job: JobKey
+    bound_at_ns: int
+
+
+def binding_from_lease(
+    *,
+    name: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    holder: str | None,
+    created_ns: int | None,
+) -> LeaseBinding | None:
+    """Pure: the binding an allocation Lease states, or None for a Lease that is not one (no
+    NAA label, foreign holder identity). Falls back to the creation time without bound-at."""
+    naa = labels.get(LABEL_NAA) or naa_of_lease(name)
+    if not naa or not holder:
+        return None
+    try:
+        ident = HolderIdentity.parse(holder)
+    except NaaiceApiError:
+        return None
+    raw = annotations.get(ANNOTATION_BOUND_AT)
+    if raw is not None:
+        try:
+            at = parse_bound_at(raw)
+        except NaaiceApiError:
+            at = None
+    else:
+        at = None
+    if at is None:
+        if created_ns is None:
+            return None
+        at = created_ns
+    return LeaseBinding(
+        naa=naa,
+        job=JobKey(namespace=ident.namespace, name=ident.name, uid=ident.uid),
+        bound_at_ns=at,
+    )
+
+
+def _binding(lease: Any) -> LeaseBinding | None:
+    meta = lease.metadata
+    created = meta.creation_timestamp
+    return binding_from_lease(
+        name=meta.name,
+        labels=dict(meta.labels or {}),
+        annotations=dict(meta.annotations or {}),
+        holder=lease.spec.holder_identity if lease.spec is not None else None,
+        created_ns=int(created.timestamp() * 1e9) if created is not None else None,
+    )
+
+
+class LeaseWatcher:
+    """List + watch of the allocation Leases in one namespace, in a daemon thread."""
+
+    def __init__(self, *, coordination_api: Any, namespace: str, book: EnergyBook) -> None:
+        self._api = coordination_api
+        self.namespace = namespace
+        self._book = book
+        self._stop = threading.Event()
+        self._live = False
+        self._known_ns = 0
+        self._lock = threading.Lock()
+        self._current: dict[str, LeaseBinding] = {}
+        self._thread = threading.Thread(target=self._run, name="lease-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def known_until_ns(self) -> int:
+        """The binding history is complete up to this time (now while the watch is live)."""
+        with self._lock:
+            return time.time_ns() if self._live else self._known_ns
+
+    def _set_live(self, live: bool) -> None:
+        with self._lock:
+            if self._live and not live:
+                self._known_ns = time.time_ns()
+            self._live = live
+
+    def _apply(self, name: str, binding: LeaseBinding | None) -> None:
+        old = self._current.get(name)
+        if old == binding:
+            return
+        now = time.time_ns()
+        try:
+            if old is not None:
+                self._book.unbind(old.naa, job=old.job, at_ns=now)
+                del self._current[name]
+            if binding is not None:
+                self._book.bind(binding.naa, job=binding.job, at_ns=binding.bound_at_ns)
+                self._current[name] = binding
+        except EnergyError as exc:
+            log.warning("lease %s/%s: %s", self.namespace, name, exc)
+
+    def _run(self) -> None:
+        from kubernetes import watch
+
+        while not self._stop.is_set():
+            try:
+                listed = self._api.list_namespaced_lease(self.namespace, label_selector=LABEL_NAA)
+                seen = {item.metadata.name: _binding(item) for item in listed.items}
+                for name in list(self._current):
+                    if name not in seen:
+                        self._apply(name, None)
+                for name, binding in seen.items():
+                    self._apply(name, binding)
+                self._set_live(True)
+                w: Any = cast(Any, watch).Watch()
+                for event in w.stream(
+                    self._api.list_namespaced_lease,
+                    self.namespace,
+                    label_selector=LABEL_NAA,
+                    resource_version=listed.metadata.resource_version,
+                    timeout_seconds=5,
+                ):
+                    obj = event["object"]
+                    name = obj.metadata.name
+                    if event["type"] == "DELETED":
+                        self._apply(name, None)
+                    elif event["type"] in ("ADDED", "MODIFIED"):
+                        self._apply(name, _binding(obj))
+                    if self._stop.is_set():
+                        w.stop()
+                self._set_live(False)
+            except Exception as exc:  # the API server may restart; relist after a pause
+                self._set_live(False)
+                log.warning("lease watch in %s failed: %s; relisting", self.namespace, exc)
+                self._stop.wait(1.0)
