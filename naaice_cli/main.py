@@ -9,6 +9,8 @@ import importlib
 
 import typer
 
+from naaice_cli.demo import demo
+
 app = typer.Typer(
     name="naaice",
     help="Network-Attached Accelerators on Kubernetes.",
@@ -38,6 +40,8 @@ for _module, _name, _help in _SUBAPPS:
             app.add_typer(_extra, name=_extra_name)
         else:  # a plain command function, e.g. `naaice logs POD`
             app.command(_extra_name)(_extra)
+
+app.command("demo")(demo)
 
 
 @app.command()
