@@ -19,8 +19,8 @@ from naa_runtime.mrsp import (
 )
 from naa_runtime.roce.cm import (
     MAD_LEN,
-    Dreq,
     Drep,
+    Dreq,
     Rej,
     Rep,
     Req,
@@ -92,8 +92,10 @@ def test_a_req_carries_the_ip_cm_header_and_ipv4_mapped_gids() -> None:
     assert data[8:16] == bytes.fromhex("0000000001063039")
     assert data[56:72] == bytes(10) + b"\xff\xff" + bytes([10, 1, 2, 3])
     priv = data[140:]
-    assert priv[0] == 0x00 and priv[1] == 0x40  # CM version 0, IPv4
-    assert priv[16:20] == bytes([10, 1, 2, 3]) and priv[32:36] == bytes([10, 4, 5, 6])
+    assert priv[0] == 0x00
+    assert priv[1] == 0x40
+    assert priv[16:20] == bytes([10, 1, 2, 3])
+    assert priv[32:36] == bytes([10, 4, 5, 6])
 
 
 def test_a_mad_of_another_class_is_malformed() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from scapy.contrib.roce import BTH as ScapyBTH
+from scapy.contrib import roce as scapy_roce
 from scapy.layers.inet import IP, UDP
 
 from naa_runtime.roce.packets import (
@@ -115,9 +115,9 @@ def _scapy_icrc(body: bytes, *, src: str, dst: str, sport: int, ip_id: int) -> b
     pkt = (
         IP(src=src, dst=dst, id=ip_id, flags="DF", ttl=64, tos=0)
         / UDP(sport=sport, dport=4791)
-        / ScapyBTH(body + b"\0\0\0\0")
+        / scapy_roce.BTH(body + b"\0\0\0\0")
     )
-    pkt[ScapyBTH].icrc = None
+    pkt[scapy_roce.BTH].icrc = None
     built = bytes(pkt)
     return built[-4:]
 
@@ -162,7 +162,7 @@ def test_icrc_matches_a_hand_worked_vector() -> None:
     masked = (
         bytes.fromhex(
             "ffffffffffffffff"  # LRH stand-in
-            "45 ff 0034 0000 4000 ff 11 ffff 0a000001 0a000002"  # IPv4: total 52; TOS/TTL/checksum = 1s
+            "45 ff 0034 0000 4000 ff 11 ffff 0a000001 0a000002"  # IPv4, TOS/TTL/csum masked
             "12b7 12b7 0020 ffff"  # UDP: length 8+20+4 (ICRC), checksum = 1s
             "04 00 ffff ff000011 00000001"  # BTH with byte 4 = 0xff
         )
