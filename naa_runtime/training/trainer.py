@@ -150,6 +150,12 @@ class Trainer:
     def rows(self) -> int:
         return 0 if self._x is None else int(self._x.shape[0])
 
+    def held_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """The training set held on the core (scaled, the core's dtype)."""
+        if self._x is None or self._y is None:
+            raise TrainingError("no training data loaded")
+        return self._x, self._y
+
     def set_data(self, x: np.ndarray, y: np.ndarray) -> None:
         """The (scaled) training set held for the following `fit` calls."""
         if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
