@@ -472,10 +472,11 @@ class Controller:
             )
             self.trigger_schedule()
             return
-        for a, sample in zip(assignments, before, strict=True):
+        # Samples just before and just after the bind instant bracket the window's edge.
+        after = await asyncio.gather(*(self._sample_after(a.naa, bound_ns) for a in assignments))
+        for a, first, second in zip(assignments, before, after, strict=True):
             sampler = _Sampler(naa=a.naa, holder=view.holder)
-            if sample is not None:
-                sampler.samples.append(sample)
+            sampler.samples.extend(s for s in (first, second) if s is not None)
             self._samplers[a.naa] = sampler
         spec_original = injection.render_original(assignments)
         conds = cond.set_condition(
@@ -545,6 +546,16 @@ class Controller:
             return await self.mgmt.sensors(endpoint, await self.token(naa))
         except (ManagementError, KubeError):
             return None
+
+    async def _sample_after(self, naa: str, t_ns: int, *, timeout: float = 1.0) -> Sample | None:
+        """A sample whose sensor time is at or after `t_ns`: the NAA reports its newest
+        internal sample, which can be slightly older than the request."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sample = await self._sample(naa)
+            if sample is None or sample.t_ns >= t_ns or time.monotonic() > deadline:
+                return sample
+            await asyncio.sleep(0.01)
 
     async def _sampler_loop(self) -> None:
         while True:
@@ -801,8 +812,10 @@ class Controller:
         earlier attempts."""
         if not held:
             return (body.get("status") or {}).get("energy")
+        # As at bind: one sample just before and one just after the unbind instant.
+        before = await asyncio.gather(*(self._sample(n) for n in held))
         end_ns = _now_ns()
-        after = await asyncio.gather(*(self._sample(n) for n in held))
+        after = await asyncio.gather(*(self._sample_after(n, end_ns) for n in held))
         cfg = IntegratorConfig(
             nominal_period_s=self.config.sample_seconds,
             max_gap_s=max(3 * self.config.sample_seconds, self.config.sample_seconds + 2.0),
@@ -814,16 +827,21 @@ class Controller:
         coverages = [float(previous["coverage"])] if "coverage" in previous else []
         methods: set[str] = {str(previous["method"])} if previous.get("method") else set()
         starts = [previous["windowStart"]] if previous.get("windowStart") else []
-        for (naa, lease), last in zip(held.items(), after, strict=True):
+        bound = 0.0
+        error = float(previous.get("errorBoundJoules", 0.0))
+        peak = float(previous.get("peakWatts", 0.0))
+        for (naa, lease), last_in, last in zip(held.items(), before, after, strict=True):
             start_ns = views.rfc3339_ns_to_ns(lease.bound_at) or end_ns
             sampler = self._samplers.get(naa)
             samples = list(sampler.samples) if sampler and sampler.holder == lease.holder else []
-            if last is not None:
-                samples.append(last)
+            samples.extend(s for s in (last_in, last) if s is not None)
             window = energy_over_window(
                 samples=samples, start_ns=start_ns, end_ns=end_ns, config=cfg
             )
             per[naa] = per.get(naa, 0.0) + window.joules
+            error += window.error_bound_j
+            peak = max(peak, window.peak_power_w)
+            bound = max(bound, (end_ns - start_ns) / 1e9)
             coverages.append(window.coverage)
             methods.add(str(window.method))
             starts.append(lease.bound_at)
@@ -835,6 +853,13 @@ class Controller:
             "method": method,
             "windowStart": min(starts),
             "windowEnd": views.ns_to_rfc3339_ns(end_ns),
+            "errorBoundJoules": round(error, 6),
+            "peakWatts": round(peak, 3),
+            **(
+                {"averageWatts": round(sum(per.values()) / bound, 3)}
+                if bound > 0 and not previous
+                else {}
+            ),
         }
 
     async def _finish(

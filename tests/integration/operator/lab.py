@@ -354,6 +354,47 @@ class Lab:
         self.api.close()
 
 
+class SensorRecorder:
+    """Samples every lab NAA's `/v1/sensors` at 20 Hz in a thread, independently of the
+    operator, so a test can recompute a job's energy from the NAAs' own counters."""
+
+    def __init__(self, naas: dict[str, RunningNAA], period: float = 0.05) -> None:
+        import threading
+
+        self.naas = naas
+        self.period = period
+        self.samples: dict[str, list[Any]] = {n: [] for n in naas}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from naaice.energy import Sample
+
+        while not self._stop.is_set():
+            for name, naa in self.naas.items():
+                status, doc = naa.get("/v1/sensors")
+                if status == 200:
+                    self.samples[name].append(
+                        Sample(t_ns=int(doc["timestampNs"]), power_w=float(doc["powerWatts"]),
+                               energy_uj=int(doc["energyMicrojoules"]))
+                    )
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> SensorRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def rfc3339_ns(value: str) -> int:
+    head, _, frac = value.rstrip("Z").partition(".")
+    secs = int(datetime.fromisoformat(head + "+00:00").timestamp())
+    return secs * 1_000_000_000 + int((frac + "000000000")[:9] if frac else "0")
+
+
 def spec_probe_command(out_dir: Path) -> list[str]:
     """A host program that records the NAA Spec it sees (env and file) and exits 0."""
     script = (

@@ -7,7 +7,14 @@ import json
 import math
 from pathlib import Path
 
-from tests.integration.operator.lab import Lab, sleep_command, spec_probe_command
+from naaice.energy import IntegratorConfig, energy_over_window
+from tests.integration.operator.lab import (
+    Lab,
+    SensorRecorder,
+    rfc3339_ns,
+    sleep_command,
+    spec_probe_command,
+)
 
 
 def test_a_job_runs_to_success_with_its_naa_spec_flashed_naas_and_energy(
@@ -17,8 +24,9 @@ def test_a_job_runs_to_success_with_its_naa_spec_flashed_naas_and_energy(
     lab.add_bitstream()
     lab.start_operator()
     out = tmp_path / "probe"
-    lab.create_job("happy", command=spec_probe_command(out), count=2)
-    job = lab.wait_terminal("happy")
+    with SensorRecorder(lab.naas) as recorder:
+        lab.create_job("happy", command=spec_probe_command(out), count=2)
+        job = lab.wait_terminal("happy")
     assert lab.terminal(job) == "Succeeded", json.dumps(job["status"], indent=1)
     status = job["status"]
 
@@ -46,8 +54,17 @@ def test_a_job_runs_to_success_with_its_naa_spec_flashed_naas_and_energy(
     per = {e["naa"]: e["joules"] for e in energy["perNAA"]}
     assert set(per) == set(lab.naas)
     assert math.isclose(sum(per.values()), energy["totalJoules"], rel_tol=1e-6)
-    assert energy["coverage"] > 0.5
+    assert energy["coverage"] > 0.99
     assert all(j > 0 for j in per.values())
+    # Recomputed from our own 20 Hz readings of the same counters over the same window.
+    start, end = rfc3339_ns(energy["windowStart"]), rfc3339_ns(energy["windowEnd"])
+    for name, joules in per.items():
+        ours = energy_over_window(
+            samples=recorder.samples[name], start_ns=start, end_ns=end,
+            config=IntegratorConfig(nominal_period_s=0.05, max_gap_s=1.0),
+        )
+        assert ours.coverage > 0.95
+        assert math.isclose(joules, ours.joules, rel_tol=0.03, abs_tol=0.5), (name, joules, ours)
     for cond in ("Scheduled", "Flashed", "Succeeded"):
         assert lab.condition(job, cond)["status"] == "True"
 
