@@ -133,7 +133,7 @@ def serve(  # noqa: PLR0917 - typer reads every option from this signature
 
     from naa_runtime.naa import BoardIdentity, NAAConfig
     from naa_runtime.sensors import PowerModel
-    from naa_runtime.serve import ServeOptions, run
+    from naa_runtime.serve import ServeError, ServeOptions, run
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -191,7 +191,11 @@ def serve(  # noqa: PLR0917 - typer reads every option from this signature
         kernel_timeout=kernel_timeout,
         slots=slots,
     )
-    asyncio.run(run(config=config, options=options))
+    try:
+        asyncio.run(run(config=config, options=options))
+    except ServeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 def _read_token(*, token_file: Path | None, env_token: str | None) -> str | None:

@@ -7,15 +7,21 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiohttp import web
 
+from naa_runtime.kernels.base import ActivityObserver, KernelLookup
 from naa_runtime.kernels.registry import KernelRegistry, process_registry
-from naa_runtime.management import create_app, naa_registry
-from naa_runtime.naa import NAAConfig, SoftwareNAA
+from naa_runtime.management import DataPlaneCounters, create_app, naa_registry
+from naa_runtime.naa import DataPlaneFactory, NAAConfig, SoftwareNAA
+from naa_runtime.rpc.server import RpcServer, RpcStats
 
 log = logging.getLogger(__name__)
+
+_K = TypeVar("_K")
 
 
 @dataclass(frozen=True)
@@ -39,11 +45,21 @@ async def run(
     stop: asyncio.Event | None = None,
 ) -> None:
     stop = stop or asyncio.Event()
-    naa = SoftwareNAA(config=config, registry=registry or process_registry())
-    metrics = naa_registry(naa)
+    naa = SoftwareNAA(
+        config=config,
+        registry=registry or process_registry(),
+        data_plane=rpc_data_plane(config=config, options=options),
+    )
+    server = naa.data_plane
+    assert isinstance(server, RpcServer)
+    metrics = naa_registry(naa, data_plane_counters=lambda: counters_of(server.stats))
     app = create_app(naa=naa, token=options.token, metrics=metrics)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await naa.start()
+    try:
+        await naa.start()
+    except OSError as exc:
+        naa.sensors.stop()
+        raise ServeError(str(exc)) from exc
     try:
         await runner.setup()
         site = web.TCPSite(runner, options.mgmt_address, options.mgmt_port, reuse_address=True)
@@ -71,3 +87,48 @@ async def run(
     finally:
         await runner.cleanup()
         await naa.stop()
+
+
+def rpc_data_plane(*, config: NAAConfig, options: ServeOptions) -> DataPlaneFactory:
+    """The RoCEv2 RPC server as the NAA's data plane."""
+
+    def make(lookup: KernelLookup, observer: ActivityObserver) -> RpcServer:
+        return RpcServer(
+            address=config.address,
+            port=config.port,
+            cm_port=config.cm_port,
+            kernels=lookup,
+            slots=options.slots,
+            kernel_timeout=options.kernel_timeout,
+            observer=observer,
+            memory_bytes=config.board.memory_bytes,
+        )
+
+    return make
+
+
+def _copy(counter: Mapping[_K, int]) -> dict[_K, int]:
+    # The data plane's threads may add a key while we copy; retry (a copy takes microseconds).
+    for _ in range(100):
+        try:
+            return dict(counter)
+        except RuntimeError:
+            continue
+    return {}
+
+
+def counters_of(stats: RpcStats) -> DataPlaneCounters:
+    transport = stats.transport
+    return DataPlaneCounters(
+        packets_received=transport.packets_rx,
+        packets_sent=transport.packets_tx,
+        dropped=_copy(transport.dropped),
+        retransmits=transport.retransmits,
+        naks_sent=_copy(transport.naks_sent),
+        naks_received=_copy(transport.naks_received),
+        rpcs=_copy(stats.rpcs),
+        bytes_received=transport.bytes_rx,
+        bytes_sent=transport.bytes_tx,
+        connections_rejected=stats.connections_rejected,
+        mrsp_errors=_copy(stats.mrsp_errors),
+    )

@@ -25,7 +25,7 @@ class DataPlaneCounters:
 
     packets_received: int = 0
     packets_sent: int = 0
-    packets_malformed: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
     retransmits: int = 0
     naks_sent: dict[str, int] = field(default_factory=dict)
     naks_received: dict[str, int] = field(default_factory=dict)
@@ -33,6 +33,7 @@ class DataPlaneCounters:
     bytes_received: int = 0
     bytes_sent: int = 0
     connections_rejected: int = 0
+    mrsp_errors: dict[str, int] = field(default_factory=dict)
 
 
 class NAACollector(Collector):
@@ -121,27 +122,32 @@ class NAACollector(Collector):
         )
         yield _counter("naa_scrubs", "Scrubs performed.", stats.scrubs)
 
-        counters = self._data_plane_counters()
-        bytes_received = counters.bytes_received if counters else stats.bytes_received
-        bytes_sent = counters.bytes_sent if counters else stats.bytes_sent
         yield _labelled_counter(
-            "naa_rdma_bytes",
-            "RDMA payload bytes by direction.",
+            "naa_rpc_payload_bytes",
+            "Bytes of RPC inputs received and outputs sent (what the power model sees).",
             ["direction"],
-            [(["received"], bytes_received), (["sent"], bytes_sent)],
+            [(["received"], stats.bytes_received), (["sent"], stats.bytes_sent)],
         )
+        counters = self._data_plane_counters()
         if counters is None:
             return
         yield _labelled_counter(
             "naa_rdma_packets",
-            "RoCEv2 packets by direction.",
+            "RoCEv2 datagrams by direction (CM MADs included).",
             ["direction"],
             [(["received"], counters.packets_received), (["sent"], counters.packets_sent)],
         )
-        yield _counter(
-            "naa_rdma_malformed_packets",
-            "Datagrams dropped as malformed.",
-            counters.packets_malformed,
+        yield _labelled_counter(
+            "naa_rdma_bytes",
+            "RoCEv2 datagram bytes by direction (headers and ICRC included).",
+            ["direction"],
+            [(["received"], counters.bytes_received), (["sent"], counters.bytes_sent)],
+        )
+        yield _labelled_counter(
+            "naa_rdma_dropped_packets",
+            "Datagrams dropped (malformed, bad ICRC, unknown QP, …) by reason.",
+            ["reason"],
+            (([reason], n) for reason, n in counters.dropped.items()),
         )
         yield _counter("naa_rdma_retransmits", "Packets retransmitted.", counters.retransmits)
         naks = [(["sent", s], n) for s, n in counters.naks_sent.items()]
@@ -157,8 +163,14 @@ class NAACollector(Collector):
         )
         yield _counter(
             "naa_connections_rejected",
-            "Connection requests rejected (no free slot).",
+            "Connection requests rejected (no free slot, wrong service ID).",
             counters.connections_rejected,
+        )
+        yield _labelled_counter(
+            "naa_mrsp_errors",
+            "MRSP requests answered with an ERR message, by error.",
+            ["error"],
+            (([error], n) for error, n in counters.mrsp_errors.items()),
         )
 
 

@@ -258,4 +258,4 @@ async def test_sensors_and_metrics_report_power_and_energy(
     assert 0.0 <= sensors["activity"]["busy"] <= 1.0
     text = await (await client.get("/metrics", headers=AUTH)).text()
     names = {family.name for family in text_string_to_metric_families(text)}
-    assert {"naa_power_watts", "naa_energy_joules", "naa_state", "naa_rdma_bytes"} <= names
+    assert {"naa_power_watts", "naa_energy_joules", "naa_state", "naa_rpc_payload_bytes"} <= names
