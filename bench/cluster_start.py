@@ -15,12 +15,9 @@ Usage: .venv/bin/python bench/cluster_start.py [--runs 5] [--pods 10]"""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -34,48 +31,22 @@ from naaice_cluster import build, controlplane
 from naaice_cluster.paths import bin_dir, cache_dir, repo_root
 
 console = Console()
-COLD_RECORD = "cold-build.json"
-
-
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, f)).st_size
-    return total
 
 
 def cold_build() -> dict[str, Any]:
-    """Build if the cache is empty and record it; else return the recorded figure."""
-    record_path = cache_dir() / "bench" / COLD_RECORD
+    """Build if the cache is empty (measured now); else the figure an earlier build recorded
+    when it started from an empty GOCACHE (`build.COLD_RECORD`), if any."""
     if build.cached_binaries_current():
+        record_path = cache_dir() / build.COLD_RECORD
         if record_path.is_file():
             return {"measured": False, **json.loads(record_path.read_text())}
         return {"measured": False}
-    gocache = Path(
-        subprocess.run(
-            ["go", "env", "GOCACHE"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    )
-    before = _dir_bytes(gocache) if gocache.exists() else 0
     with Progress(console=console) as progress:
         task = progress.add_task("cold build", total=len(build.ALL_BINARIES) + 1)
         record = build.build(
             progress=lambda name, i, _n: progress.update(task, completed=i, description=name)
         )
-    result = {
-        "measured": True,
-        "totalSeconds": record["totalSeconds"],
-        "perBinarySeconds": record["seconds"],
-        "goCacheBytesBefore": before,
-        "goCacheWasEmpty": before < 50_000_000,
-        "date": record["date"],
-        "cpus": os.cpu_count(),
-    }
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    record_path.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return {"measured": True, **record}
 
 
 def _peak_rss_kib(pid: int) -> int:
@@ -181,8 +152,9 @@ def main() -> int:
     if "totalSeconds" in cold:
         gc = "empty" if cold.get("goCacheWasEmpty") else "warm"
         console.print(
-            f"cold build ({label}; GOCACHE was {gc}): {cold['totalSeconds']:.0f} s on "
-            f"{cold.get('cpus')} CPUs"
+            f"cold build ({label}, {cold.get('date')}; GOCACHE was {gc}): "
+            f"{cold['totalSeconds']:.0f} s on {cold.get('cpus')} CPUs, per binary "
+            f"{cold.get('seconds')}"
         )
     else:
         console.print(

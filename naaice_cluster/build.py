@@ -7,6 +7,7 @@ A build is skipped when every cached binary already reports the pinned version."
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -25,6 +26,7 @@ from naaice_cluster.paths import (
     KWOK_PACKAGE,
     KWOK_VERSION,
     bin_dir,
+    cache_dir,
     repo_root,
 )
 
@@ -36,6 +38,10 @@ KWOK_NODE_STAGES = (
 )
 STAGES_FILE = "kwok-stages.yaml"
 BUILD_RECORD = "build-record.json"
+#: Kept in $NAAICE_CACHE (not the per-version bin dir) by a build that started with an empty
+#: GOCACHE, so benchmarks can report the cold figure later.
+COLD_RECORD = "cold-build.json"
+_EMPTY_GOCACHE_BYTES = 50_000_000
 ALL_BINARIES: tuple[str, ...] = (*(name for name, _ in K8S_PACKAGES), KWOK_PACKAGE[0])
 
 
@@ -130,14 +136,18 @@ def _require_go() -> str:
     return go
 
 
-def _gomodcache(go: str, module_dir: Path) -> Path:
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def _go_env_path(go: str, var: str, module_dir: Path) -> Path:
     out = subprocess.run(
-        [go, "env", "GOMODCACHE"],
-        cwd=module_dir,
-        env=go_env(),
-        capture_output=True,
-        text=True,
-        check=True,
+        [go, "env", var], cwd=module_dir, env=go_env(), capture_output=True, text=True, check=True
     )
     return Path(out.stdout.strip())
 
@@ -200,6 +210,8 @@ def build(
                 f"{hack_dir / mod / 'go.mod'} not found: build from a naaice source checkout"
             )
     go = _require_go()
+    gocache = _go_env_path(go, "GOCACHE", hack_dir / "k8s")
+    gocache_before = _dir_bytes(gocache) if gocache.is_dir() else 0
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "build.log"
     log.write_text("")
@@ -215,7 +227,7 @@ def build(
         seconds[step.name] = round(time.monotonic() - t0, 1)
     if progress:
         progress("kwok stages", len(steps), len(steps))
-    modcache = _gomodcache(go, hack_dir / "kwok")
+    modcache = _go_env_path(go, "GOMODCACHE", hack_dir / "kwok")
     assemble_kwok_stages(
         module_root=modcache / f"sigs.k8s.io/kwok@{KWOK_VERSION}", out=out_dir / STAGES_FILE
     )
@@ -228,8 +240,12 @@ def build(
         "seconds": seconds,
         "totalSeconds": round(time.monotonic() - start, 1),
         "cpus": os.cpu_count(),
+        "goCacheBytesBefore": gocache_before,
+        "goCacheWasEmpty": gocache_before < _EMPTY_GOCACHE_BYTES,
     }
     (out_dir / BUILD_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    if record["goCacheWasEmpty"]:
+        (cache_dir() / COLD_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     if not cached_binaries_current(out_dir):
         raise BuildError(
             f"the build finished but the binaries in {out_dir} do not report the pinned versions "
