@@ -113,7 +113,7 @@ def syndrome_name(syndrome: int) -> str:
         0x62: "remote_access_error",
         0x63: "remote_operational_error",
     }
-    return names.get(syndrome, f"reserved_{syndrome:#04x}")
+    return names.get(syndrome, "reserved")
 
 
 RNR_TIMER_MS = (

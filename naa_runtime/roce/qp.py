@@ -272,6 +272,8 @@ class QueuePair:
     ) -> None:
         if local.nbytes > 0x80000000:
             raise ValueError("an RC message is at most 2 GiB")
+        if not (0 <= remote_va < 1 << 64 and 0 <= rkey < 1 << 32):
+            raise ValueError(f"remote address {remote_va:#x} / rkey {rkey:#x} out of range")
         mtu = self.config.mtu
         done: list[Completion] = []
         with self._lock:
@@ -428,6 +430,9 @@ class QueuePair:
 
     def _on_ack(self, psn: int, syndrome: int, now: float, done: list[Completion]) -> None:
         kind = syndrome & 0xE0
+        if kind not in (0x00, 0x20, 0x60) or syndrome > Syndrome.NAK_REMOTE_OPERATIONAL_ERROR:
+            self._obs.on_dropped("bad_aeth")  # reserved syndromes: not ours to act on
+            return
         if kind == 0x00:
             if self._ack_through(psn, done):
                 self._deadline = (

@@ -148,12 +148,16 @@ class _Connection:
             target=self._run, name=f"naa-conn-{peer_ip}-{self.qp.qpn}", daemon=True
         )
         self._kernel_busy: threading.Event | None = None
+        self.mrsp_done = False
 
     # --- completion plumbing -----------------------------------------------------------
 
-    def _next(self, opcode: WcOpcode) -> Completion | None:
-        """The next successful completion of `opcode`; None once the connection is closed."""
+    def _next(self, opcode: WcOpcode, *, deadline: float | None = None) -> Completion | None:
+        """The next successful completion of `opcode`; None once the connection is closed
+        (or, with `deadline`, once time.monotonic() passes it)."""
         while not self.closed.is_set():
+            if deadline is not None and time.monotonic() > deadline:
+                return None
             try:
                 c = self.completions.get(timeout=0.5)
             except queue.Empty:
@@ -190,13 +194,22 @@ class _Connection:
         except Exception:  # a bug must not take the server down; log and drop the connection
             log.exception("connection from %s failed", self.peer_ip)
         finally:
+            if not self.closed.is_set() and not self.mrsp_done:
+                # A half-open connection (no AAR within the setup timeout) frees its slot.
+                log.info(
+                    "connection from %s: no MRSP within %.1f s, dropped",
+                    self.peer_ip,
+                    self.server.setup_timeout,
+                )
+                self.close()
             self.closed.wait()
             self.server._release(self)
 
     def _mrsp(self) -> bool:
-        c = self._next(WcOpcode.RECV)
+        c = self._next(WcOpcode.RECV, deadline=time.monotonic() + self.server.setup_timeout)
         if c is None:
             return False
+        self.mrsp_done = True
         data = bytes(self.mrsp_buffer[: c.byte_len])
         try:
             entries = decode_aar(data)
@@ -352,6 +365,7 @@ class RpcServer:
         kernel_timeout: float = 60.0,
         observer: ActivityObserver | None = None,
         memory_bytes: int = 8 << 30,
+        setup_timeout: float = 10.0,
         config: TransportConfig | None = None,
         impairment: Impairment | None = None,
     ) -> None:
@@ -367,6 +381,7 @@ class RpcServer:
         self.kernel_timeout = kernel_timeout
         self.observer = observer
         self.memory_bytes = memory_bytes
+        self.setup_timeout = setup_timeout
         self.config = config or TransportConfig()
         self._impairment = impairment
         self._lock = threading.Lock()
@@ -510,6 +525,14 @@ class RpcServer:
             removed = self._conns.pop((conn.peer_ip, conn.remote_comm_id), None)
         if removed is not None and self.observer is not None:
             self.observer.on_connection(opened=False)
+
+    def region_snapshot(self, peer_ip: str) -> list[bytes]:
+        """Copies of the NAA-side regions of the connection from `peer_ip` (diagnostics)."""
+        with self._lock:
+            conn = next((c for c in self._conns.values() if c.peer_ip == peer_ip), None)
+        if conn is None:
+            raise LookupError(f"no connection from {peer_ip}")
+        return [bytes(r.buffer) for r in conn.regions]
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """True once no connection is active (tests and graceful shutdown)."""
