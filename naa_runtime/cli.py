@@ -20,7 +20,8 @@ app = typer.Typer(
 
 log = logging.getLogger("naa_runtime")
 
-DEFAULT_KERNEL_MODULES = ("naa_runtime.training.kernels",)
+DEFAULT_KERNEL_MODULES = ("naa_runtime.kernels.training", "naa_runtime.training.kernels")
+"""Plug-in modules imported when they exist (the training core's kernels)."""
 
 
 def _env(flag: str) -> str:

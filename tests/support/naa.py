@@ -167,6 +167,7 @@ class SoftwareNAAFactory:
         env: dict[str, str] | None = None,
         wait: bool = True,
         secure: bool = True,
+        token_via_env: bool = False,
         startup_timeout: float = 30.0,
     ) -> RunningNAA:
         index = next(self._serial)
@@ -186,13 +187,15 @@ class SoftwareNAAFactory:
             address,
             "--mgmt-port",
             str(MGMT_PORT),
-            *(("--token-file", str(token_file)) if secure else ("--insecure-no-auth",)),
+            *self._auth_args(secure=secure, token_via_env=token_via_env, token_file=token_file),
             "--flash-seconds",
             str(flash_seconds),
             *extra_args,
         ]
         process_env = {k: v for k, v in os.environ.items() if not k.startswith("NAAICE_")}
         process_env.update(env or {})
+        if secure and token_via_env:
+            process_env["NAAICE_MGMT_TOKEN"] = token
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
                 args, stdout=log_file, stderr=subprocess.STDOUT, env=process_env
@@ -210,6 +213,14 @@ class SoftwareNAAFactory:
         if wait:
             self._wait_healthy(naa, timeout=startup_timeout)
         return naa
+
+    @staticmethod
+    def _auth_args(*, secure: bool, token_via_env: bool, token_file: Path) -> tuple[str, ...]:
+        if not secure:
+            return ("--insecure-no-auth",)
+        if token_via_env:
+            return ()
+        return ("--token-file", str(token_file))
 
     @staticmethod
     def _wait_healthy(naa: RunningNAA, *, timeout: float) -> None:
