@@ -367,6 +367,11 @@ class Endpoint:
         self._wake_r.close()
         self._wake_w.close()
 
+    @property
+    def alive(self) -> bool:
+        """True while the receive thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _is_running(self) -> bool:
         return self._running
 

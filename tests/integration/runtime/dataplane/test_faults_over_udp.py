@@ -192,7 +192,7 @@ def test_a_live_naa_survives_100k_random_and_mutated_datagrams(
         time.sleep(0.1)
     assert srv.stats.packets_received >= sent * 0.9, srv.stats.transport.snapshot()
     assert srv.stats.packets_malformed - dropped_before > sent * 0.5
-    assert srv.endpoint._thread is not None and srv.endpoint._thread.is_alive()
+    assert srv.endpoint.alive
     try:
         assert h.call(1, timeout=20) == 0
         assert np.all(a == 1)
