@@ -112,10 +112,13 @@ def serve(  # noqa: PLR0917 - typer reads every option from this signature
     memory_bytes: Annotated[
         int,
         typer.Option(envvar=_env("memory-bytes"), min=1, help="Board memory reported."),
-    ] = 8 * 1024**3,
+    ] = 16 * 1024**3,
     board_model: Annotated[
         str, typer.Option(envvar=_env("board-model"), help="Board model reported.")
-    ] = "naaice-software-naa",
+    ] = "alveo-u55c",
+    board_vendor: Annotated[
+        str, typer.Option(envvar=_env("board-vendor"), help="Board vendor reported.")
+    ] = "AMD",
     kernel_module: Annotated[
         list[str] | None,
         typer.Option(
@@ -180,7 +183,7 @@ def serve(  # noqa: PLR0917 - typer reads every option from this signature
         port=port,
         cm_port=cm_port,
         flash_seconds=flash_seconds,
-        board=BoardIdentity(model=board_model, memory_bytes=memory_bytes),
+        board=BoardIdentity(model=board_model, vendor=board_vendor, memory_bytes=memory_bytes),
         power=power,
         sample_hz=sample_hz,
         version=version("naaice"),

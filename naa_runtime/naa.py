@@ -137,15 +137,18 @@ DataPlaneFactory = Callable[[KernelLookup, ActivityObserver], DataPlane]
 
 @dataclass(frozen=True)
 class BoardIdentity:
-    model: str = "naaice-software-naa"
-    vendor: str = "naaice"
-    # An Alveo U280-class device (the class of board the NAAICE testbed used).
+    """What `/v1/identity` reports. The defaults emulate an AMD Alveo U55C (public datasheet
+    figures), the board examples/naas.yaml declares; the serial's `SWNAA-` prefix tells that
+    it is a software NAA."""
+
+    model: str = "alveo-u55c"
+    vendor: str = "AMD"
     lut: int = 1_303_680
     ff: int = 2_607_360
     dsp: int = 9_024
     bram: int = 2_016
     uram: int = 960
-    memory_bytes: int = 8 * 1024**3
+    memory_bytes: int = 16 * 1024**3
 
 
 @dataclass(frozen=True)

@@ -180,3 +180,24 @@ def test_metrics_parse_as_prometheus_text(software_naa: SoftwareNAAFactory) -> N
     state = {s.labels["state"]: s.value for s in families["naa_state"].samples}
     assert state == {"Idle": 1.0, "Flashing": 0.0, "Ready": 0.0, "Error": 0.0}
     assert families["naa_energy_joules"].type == "counter"
+
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def test_the_example_test_kernels_bitstream_flashes_with_its_published_digest(
+    software_naa: SoftwareNAAFactory,
+) -> None:
+    import yaml
+
+    bitstream = yaml.safe_load((EXAMPLES / "bitstream-test-kernels.yaml").read_text())
+    artifact = EXAMPLES / "bitstreams" / "test-kernels.yaml"
+    naa = software_naa()
+    request = {
+        "name": bitstream["metadata"]["name"],
+        "digest": bitstream["spec"]["digest"],
+        "artifact": artifact.as_uri(),
+    }
+    assert naa.post("/v1/flash", request)[0] == 202
+    health = naa.wait_for_state("Ready")
+    assert health["functions"] == [f["fnCode"] for f in bitstream["spec"]["functions"]]
