@@ -130,6 +130,7 @@ class Agent:
             coordination_api=client.CoordinationV1Api(api),
             namespace=self.config.lease_namespace,
             book=self.book,
+            custom_api=client.CustomObjectsApi(api),
         )
         leases.start()
         if self.config.device_plugin:

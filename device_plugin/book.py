@@ -41,6 +41,8 @@ class JobView:
     finished: bool
     accelerator_type: str
     bitstream: str
+    work: dict[str, float] = field(default_factory=dict)
+    budget_j: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,12 @@ class _Device:
     healthy: bool = False
     state: str = "Unknown"
     flash_failures: int = 0
+    # Work counters relayed from the NAA (unit -> monotonic total, raw last value).
+    work_total: dict[str, float] = field(default_factory=dict)
+    work_raw: dict[str, float] = field(default_factory=dict)
+    # Per job and unit: total at bind, and the job's final count once unbound.
+    work_base: dict[tuple[JobKey, str], float] = field(default_factory=dict)
+    work_final: dict[tuple[JobKey, str], float] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,6 +110,7 @@ class EnergyBook:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _devices: dict[str, _Device] = field(default_factory=dict)
     _finished: deque[_Finished] = field(default_factory=deque)
+    _budgets: dict[JobKey, float] = field(default_factory=dict)
 
     def _device(self, name: str) -> _Device:
         dev = self._devices.get(name)
@@ -149,9 +158,34 @@ class EnergyBook:
             dev = self._device(name)
             dev.info = replace(dev.info, bitstream=bitstream)
 
+    def set_work(self, name: str, unit: str, value: float) -> None:
+        """Relay a work counter the NAA reports (e.g. kernel runs); a decrease is a runtime
+        restart, after which the counter's new value is counted from zero."""
+        with self._lock:
+            dev = self._device(name)
+            prev = dev.work_raw.get(unit)
+            step = value if prev is None or value < prev else value - prev
+            if prev is None:
+                step = 0.0
+            dev.work_raw[unit] = value
+            dev.work_total[unit] = dev.work_total.get(unit, 0.0) + step
+            holder = dev.ledger.holder()
+            if holder is not None and (holder, unit) not in dev.work_base:
+                dev.work_base[(holder, unit)] = dev.work_total[unit]
+
+    def set_budget(self, job: JobKey, joules: float | None) -> None:
+        with self._lock:
+            if joules is None:
+                self._budgets.pop(job, None)
+            else:
+                self._budgets[job] = joules
+
     def bind(self, name: str, *, job: JobKey, at_ns: int) -> None:
         with self._lock:
-            self._device(name).ledger.bind(job=job, at_ns=at_ns)
+            dev = self._device(name)
+            dev.ledger.bind(job=job, at_ns=at_ns)
+            for unit, total in dev.work_total.items():
+                dev.work_base.setdefault((job, unit), total)
 
     def unbind(self, name: str, *, job: JobKey, at_ns: int) -> None:
         with self._lock:
@@ -159,6 +193,9 @@ class EnergyBook:
             if dev is None or dev.ledger.job(job) is None:
                 return
             dev.ledger.unbind(job=job, at_ns=at_ns)
+            for (who, unit), base in list(dev.work_base.items()):
+                if who == job:
+                    dev.work_final[(who, unit)] = dev.work_total.get(unit, base) - base
             self._finished.append(_Finished(device=name, job=job, at_s=at_ns / NS_PER_S))
 
     def holders(self) -> dict[str, JobKey]:
@@ -183,6 +220,10 @@ class EnergyBook:
                 owner = self._devices.get(gone.device)
                 if owner is not None:
                     owner.ledger.forget_job(gone.job)
+                    for key in [k for k in owner.work_base if k[0] == gone.job]:
+                        owner.work_base.pop(key, None)
+                        owner.work_final.pop(key, None)
+                self._budgets.pop(gone.job, None)
 
     # ---- reader -------------------------------------------------------------------------
 
@@ -229,6 +270,13 @@ class EnergyBook:
                 holder = led.holder()
                 for entry in led.jobs():
                     until = committed if committed is not None else entry.bound_at_ns
+                    work = {
+                        unit: dev.work_final.get(
+                            (entry.job, unit), dev.work_total.get(unit, base) - base
+                        )
+                        for (who, unit), base in dev.work_base.items()
+                        if who == entry.job
+                    }
                     jobs.append(
                         JobView(
                             job=entry.job,
@@ -242,6 +290,8 @@ class EnergyBook:
                             finished=entry.finished,
                             accelerator_type=dev.info.board_model,
                             bitstream=dev.info.bitstream,
+                            work=work,
+                            budget_j=self._budgets.get(entry.job),
                         )
                     )
             return Snapshot(devices=devices, jobs=jobs)

@@ -41,6 +41,9 @@ METRIC_NAMES = (
     "naa_job_energy_joules_total",
     "naa_job_power_watts",
     "naa_job_energy_coverage_ratio",
+    "naa_job_bound_seconds_total",
+    "naa_job_work_units_total",
+    "naa_job_energy_budget_joules",
     "naa_job_info",
     "naa_exporter_sensor_up",
     "naa_exporter_build_info",
@@ -176,6 +179,24 @@ def families(snap: Snapshot) -> list[Metric]:
         "Fraction of the NAAJob's bound time with valid samples (0-1).",
         labels=["naajob_namespace", "naajob"],
     )
+    bound = _counter(
+        "naa_job_bound_seconds_total",
+        "Time the device has been bound to the NAAJob (attributed so far).",
+        job_l,
+        unit="seconds",
+    )
+    work = _counter(
+        "naa_job_work_units_total",
+        "Work the bound NAA reported while bound (unit=kernel_run: successful kernel runs; "
+        "unit=epoch: training epochs, when the runtime reports them). Divide energy by it.",
+        [*job_l, "unit"],
+    )
+    budget = GaugeMetricFamily(
+        "naa_job_energy_budget_joules",
+        "spec.energyBudgetJoules of the NAAJob, when it sets one.",
+        labels=["naajob_namespace", "naajob"],
+        unit="joules",
+    )
     job_info = GaugeMetricFamily(
         "naa_job_info",
         "NAAJob metadata; the UID lives only here.",
@@ -186,12 +207,17 @@ def families(snap: Snapshot) -> list[Metric]:
     for j in snap.jobs:
         key = (j.job.namespace, j.job.name)
         job_energy.add_metric([*key, j.device], j.joules)
+        bound.add_metric([*key, j.device], j.bound_ns / 1e9)
+        for unit, n in sorted(j.work.items()):
+            work.add_metric([*key, j.device, unit], n)
         if j.power_w is not None:
             job_power.add_metric([*key, j.device], j.power_w)
         measured[key][0] += j.measured_ns
         measured[key][1] += j.bound_ns
         if (*key, j.job.uid) not in seen_info:
             seen_info.add((*key, j.job.uid))
+            if j.budget_j is not None:
+                budget.add_metric(list(key), j.budget_j)
             job_info.add_metric([*key, j.job.uid, j.accelerator_type, j.bitstream], 1.0)
     for key, (m, b) in sorted(measured.items()):
         coverage.add_metric(list(key), min(1.0, m / b) if b > 0 else 1.0)
@@ -218,6 +244,9 @@ def families(snap: Snapshot) -> list[Metric]:
         job_energy,
         job_power,
         coverage,
+        bound,
+        work,
+        budget,
         job_info,
         build,
     ]

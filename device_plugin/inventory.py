@@ -174,7 +174,10 @@ class Inventory:
             self.on_cards([r for r in results if r is not None])
 
     async def _probe(self, name: str, tracked: _Tracked) -> NAABacking | None:
-        probe = await tracked.client.health()
+        probe, work = await asyncio.gather(tracked.client.health(), tracked.client.work_counters())
+        if not isinstance(work, ProbeFailure):
+            for unit, value in work.items():
+                self.book.set_work(name, unit, value)
         now = datetime.now(UTC)
         reading = self.book.snapshot_device(name)
         previous = tracked.naa.status

@@ -19,7 +19,10 @@ from typing import Any, cast
 from device_plugin.book import EnergyBook
 from naaice.api import (
     ANNOTATION_BOUND_AT,
+    GROUP,
     LABEL_NAA,
+    PLURAL_NAAJOBS,
+    VERSION,
     HolderIdentity,
     NaaiceApiError,
     naa_of_lease,
@@ -90,8 +93,16 @@ def _binding(lease: Any) -> LeaseBinding | None:
 class LeaseWatcher:
     """List + watch of the allocation Leases in one namespace, in a daemon thread."""
 
-    def __init__(self, *, coordination_api: Any, namespace: str, book: EnergyBook) -> None:
+    def __init__(
+        self,
+        *,
+        coordination_api: Any,
+        namespace: str,
+        book: EnergyBook,
+        custom_api: Any | None = None,
+    ) -> None:
         self._api = coordination_api
+        self._custom = custom_api
         self.namespace = namespace
         self._book = book
         self._stop = threading.Event()
@@ -131,8 +142,25 @@ class LeaseWatcher:
             if binding is not None:
                 self._book.bind(binding.naa, job=binding.job, at_ns=binding.bound_at_ns)
                 self._current[name] = binding
+                self._book.set_budget(binding.job, self._budget(binding.job))
         except EnergyError as exc:
             log.warning("lease %s/%s: %s", self.namespace, name, exc)
+
+    def _budget(self, job: JobKey) -> float | None:
+        """spec.energyBudgetJoules of the holding NAAJob (None without one, or no such job)."""
+        if self._custom is None:
+            return None
+        try:
+            obj = self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, job.namespace, PLURAL_NAAJOBS, job.name
+            )
+        except Exception:  # a Lease without its NAAJob (yet): no budget to export
+            return None
+        budget = (obj.get("spec") or {}).get("energyBudgetJoules")
+        uid = (obj.get("metadata") or {}).get("uid")
+        if uid != job.uid or not isinstance(budget, int | float):
+            return None
+        return float(budget)
 
     def _run(self) -> None:
         from kubernetes import watch

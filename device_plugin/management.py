@@ -154,6 +154,35 @@ class ManagementClient:
         except _Malformed as exc:
             return ProbeFailure(True, "MalformedResponse", f"/v1/sensors: {exc}")
 
+    async def work_counters(self) -> dict[str, float] | ProbeFailure:
+        """Work the NAA reports on its `/metrics`: successful kernel runs (`kernel_run`) and,
+        when the runtime exports `naa_training_epochs_total`, training epochs (`epoch`)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = self.endpoint + "/metrics"
+        try:
+            async with self._session.get(url, headers=self._headers, timeout=self._timeout) as r:
+                if r.status != 200:
+                    return ProbeFailure(True, "HTTPError", f"{url} answered {r.status}")
+                text = await r.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return ProbeFailure(False, "ConnectionError", f"{url}: {exc}")
+        work: dict[str, float] = {}
+        try:
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if (
+                        sample.name == "naa_kernel_runs_total"
+                        and sample.labels.get("result") == "ok"
+                    ):
+                        work["kernel_run"] = work.get("kernel_run", 0.0) + sample.value
+                    elif sample.name == "naa_training_epochs_total":
+                        work["epoch"] = work.get("epoch", 0.0) + sample.value
+        except ValueError as exc:
+            return ProbeFailure(True, "MalformedResponse", f"{url}: {exc}")
+        work.setdefault("kernel_run", 0.0)
+        return work
+
     async def identity(self) -> Identity | ProbeFailure:
         body = await self._get("/v1/identity")
         if isinstance(body, ProbeFailure):
