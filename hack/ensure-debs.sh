@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and the demo use (tshark, prometheus with promtool),
+# Installs the Debian packages the tests and the demo use (tshark, prometheus with promtool, a C
+# compiler for the NAA_SPEC strtol oracle),
 # only when missing. Runs as root on the project's machines; elsewhere it says what to install.
 set -euo pipefail
-want=(tshark prometheus)
+want=(tshark prometheus gcc libc6-dev)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
