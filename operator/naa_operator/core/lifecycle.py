@@ -27,7 +27,7 @@ class Step(enum.Enum):
     WAIT_TTL = "wait-ttl"
     SUSPEND = "suspend"  # spec.suspend: drop pods and NAAs, keep the job
     SCHEDULE = "schedule"  # waits for the scheduler's pass
-    ADOPT = "adopt"  # holds all Leases (crash after acquire) but status lacks them
+    ROLLBACK = "rollback"  # holds Leases or pods its status does not account for
     LOST_LEASES = "lost-leases"  # status says scheduled, but a Lease is gone or not ours
     FLASH = "flash"
     CREATE_PODS = "create-pods"
@@ -66,8 +66,6 @@ class JobState:
     assigned: frozenset[str] = frozenset()
     #: NAA names whose Lease names this job as holder.
     held: frozenset[str] = frozenset()
-    #: How many NAAs the spec asks for in total.
-    requested: int = 1
     failed_attempts: int = 0
     completion_time: float | None = None
     pods: tuple[PodView, ...] = field(default_factory=tuple)
@@ -81,14 +79,18 @@ class Decision:
     message: str = ""
 
 
+def _live(pods: Sequence[PodView]) -> bool:
+    """Pods whose processes may still run (deleting ones included): while any exists, the
+    job's NAAs must not be released, or a new holder could share them with a leftover pod."""
+    return any(p.phase not in (POD_SUCCEEDED, POD_FAILED) for p in pods)
+
+
 def decide(*, state: JobState, now: float) -> Decision:
     """The next step for a job; `now` is wall-clock seconds (only TTL uses it)."""
     if state.deleting:
         return Decision(Step.RELEASE_AND_FORGET)
     if cond.is_terminal(state.conditions):
-        if state.held or any(
-            not p.deleting and p.phase not in (POD_SUCCEEDED, POD_FAILED) for p in state.pods
-        ):
+        if state.held or _live(state.pods):
             return Decision(Step.RELEASE)
         if state.ttl_seconds is not None and state.completion_time is not None:
             left = state.completion_time + state.ttl_seconds - now
@@ -97,12 +99,14 @@ def decide(*, state: JobState, now: float) -> Decision:
             return Decision(Step.WAIT_TTL, after=left)
         return Decision(Step.NOTHING)
     if state.suspended:
-        if state.held or state.assigned or any(not p.deleting for p in state.pods):
+        if state.held or state.assigned or _live(state.pods):
             return Decision(Step.SUSPEND)
         return Decision(Step.NOTHING)
     if not state.assigned:
-        if state.held and len(state.held) == state.requested:
-            return Decision(Step.ADOPT)
+        if state.held or _live(state.pods):
+            # Leases acquired by a pass that died before writing status, or an attempt that
+            # failed: drain pods, then give the NAAs back, then wait for placement.
+            return Decision(Step.ROLLBACK)
         return Decision(Step.SCHEDULE)
     if state.held != state.assigned:
         missing = sorted(state.assigned - state.held)

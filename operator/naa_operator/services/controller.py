@@ -382,13 +382,15 @@ class Controller:
             pending.append(body)
         pending_uids = {b["metadata"]["uid"] for b in pending}
         rollbacks: list[Awaitable[bool]] = []
+        draining: set[str] = set()
         for lease in leases:
             uid = lease.holder.rsplit("/", 1)[-1] if lease.holder else ""
             if uid in pending_uids:
-                # Acquired by a pass that died before writing status: roll back and re-place.
-                rollbacks.append(
-                    self.kube.delete_lease(self.config.lease_namespace, lease.name, uid=lease.uid)
-                )
+                # Acquired by a pass that died before writing status, or left by a failed
+                # attempt: the job's reconcile drains its pods and then releases it.
+                leased[lease.naa] = lease.holder
+                draining.add(uid)
+                self.enqueue(views.job_key(by_uid[uid]))
                 continue
             if uid not in by_uid and await self._orphaned(lease):
                 self.metrics.leases_reclaimed.inc()
@@ -399,6 +401,7 @@ class Controller:
                 continue
             leased[lease.naa] = lease.holder
         await asyncio.gather(*rollbacks)
+        pending = [b for b in pending if b["metadata"]["uid"] not in draining]
         pending.sort(key=lambda b: (b["metadata"].get("creationTimestamp", ""), views.job_key(b)))
         job_views = [views.job_view(b) for b in pending]
         started = time.perf_counter()
@@ -623,7 +626,6 @@ class Controller:
             ttl_seconds=spec.get("ttlSecondsAfterFinished"),
             assigned=frozenset(a.naa for a in assigned),
             held=frozenset(held),
-            requested=sum(int(r.get("count", 1)) for r in spec.get("naas") or []),
             failed_attempts=int(status.get("failedAttempts", 0)),
             completion_time=views.timestamp(status.get("completionTime")),
             pods=pods,
@@ -638,8 +640,8 @@ class Controller:
         step = decision.step
         log.debug("%s: %s", key, step.value)
         if step is Step.RELEASE_AND_FORGET:
-            await self._delete_pods(namespace, own_pods)
-            await self._release(held)
+            if not await self._drain_then_release(key, namespace, own_pods, held):
+                return
             finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
             with contextlib.suppress(NotFound):
                 await self.kube.patch_naajob(
@@ -653,18 +655,16 @@ class Controller:
                     },
                 )
         elif step is Step.RELEASE:
-            await self._delete_pods(
-                namespace,
-                [p for p in own_pods if views.pod_view(p).phase not in ("Succeeded", "Failed")],
-            )
-            await self._scrub_and_release(body, held)
-            self.trigger_schedule()
+            await self._drain_then_release(key, namespace, own_pods, held, body=body)
+        elif step is Step.ROLLBACK:
+            await self._drain_then_release(key, namespace, own_pods, held)
         elif step is Step.DELETE_JOB:
             await self.kube.delete_naajob(namespace, name, uid)
         elif step is Step.WAIT_TTL:
             self._requeue_after(key, decision.after + 0.1)
+        elif step is Step.SUSPEND and not state.assigned:
+            await self._drain_then_release(key, namespace, own_pods, held)
         elif step is Step.SUSPEND:
-            await self._delete_pods(namespace, own_pods)
             energy = await self._window_energy(body, held)
             gen = state.generation
             new = cond.set_condition(
@@ -705,9 +705,8 @@ class Controller:
                     "observedGeneration": gen,
                 },
             )
-            await self._release(held)
-            self.trigger_schedule()
-        elif step in (Step.SCHEDULE, Step.ADOPT):
+            await self._drain_then_release(key, namespace, own_pods, held)
+        elif step is Step.SCHEDULE:
             self.trigger_schedule()
         elif step is Step.LOST_LEASES:
             gen = state.generation
@@ -735,7 +734,7 @@ class Controller:
                 name,
                 {"assignedNAAs": None, "naaSpec": None, "conditions": [c.to_dict() for c in new]},
             )
-            await self._release(held)
+            await self._drain_then_release(key, namespace, own_pods, held)
             await self.kube.event(
                 involved=body, reason="LeaseLost", message=decision.message, type="Warning"
             )
@@ -774,6 +773,34 @@ class Controller:
             await self.kube.patch_naajob_status(
                 namespace, name, {"conditions": [c.to_dict() for c in new]}
             )
+
+    async def _own_pods(self, body: Body) -> list[Body]:
+        meta = body["metadata"]
+        pods = await self.kube.list_pods(meta["namespace"], f"{injection.LABEL_JOB}={meta['name']}")
+        return [p for p in pods if views.owned_by(p, meta["uid"])]
+
+    async def _drain_then_release(
+        self,
+        key: str,
+        namespace: str,
+        pods: Sequence[Body],
+        held: Mapping[str, LeaseInfo],
+        *,
+        body: Body | None = None,
+    ) -> bool:
+        """Delete the job's live pods; once none is left, release its Leases (scrubbing the
+        NAAs first when the job asks for it). False while pods are still going away: the key
+        comes back shortly. A new holder therefore never shares an NAA with a leftover pod."""
+        live = [p for p in pods if views.pod_view(p).phase not in ("Succeeded", "Failed")]
+        if live:
+            await self._delete_pods(namespace, live)
+            self._requeue_after(key, 0.3)
+            return False
+        if body is not None:
+            await self._scrub_and_release(body, held)
+        else:
+            await self._release(held)
+        return True
 
     async def _delete_pods(self, namespace: str, pods: Sequence[Body]) -> None:
         await asyncio.gather(
@@ -904,18 +931,10 @@ class Controller:
             message=f"{message}; energy {total} J",
             type="Normal" if succeeded else "Warning",
         )
-        # The terminal condition is durable now; only then free the NAAs.
-        await self._scrub_and_release(body, held)
-        own = [
-            p
-            for p in await self.kube.list_pods(
-                meta["namespace"], f"{injection.LABEL_JOB}={meta['name']}"
-            )
-            if views.owned_by(p, meta["uid"])
-            and views.pod_view(p).phase not in ("Succeeded", "Failed")
-        ]
-        await self._delete_pods(meta["namespace"], own)
-        self.enqueue(views.job_key(body))
+        # The terminal condition is durable now; only then drain the pods and free the NAAs.
+        await self._drain_then_release(
+            views.job_key(body), meta["namespace"], await self._own_pods(body), held, body=body
+        )
 
     async def _attempt_failed(
         self,
@@ -998,15 +1017,9 @@ class Controller:
             message=f"attempt {failed} failed: {message}; retrying",
             type="Warning",
         )
-        own = [
-            p
-            for p in await self.kube.list_pods(
-                meta["namespace"], f"{injection.LABEL_JOB}={meta['name']}"
-            )
-            if views.owned_by(p, meta["uid"])
-        ]
-        await self._delete_pods(meta["namespace"], own)
-        await self._release(held)
+        await self._drain_then_release(
+            views.job_key(body), meta["namespace"], await self._own_pods(body), held
+        )
 
     async def _probe(self, naa: str) -> str:
         endpoint = self.endpoint(naa)

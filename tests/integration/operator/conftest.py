@@ -17,8 +17,9 @@ from tests.support.naa import SoftwareNAAFactory
 def lab(
     embedded_cluster: Cluster, namespace: str, software_naa: SoftwareNAAFactory, tmp_path: Path
 ) -> Iterator[Lab]:
-    the_lab = Lab(cluster=embedded_cluster, namespace=namespace, naa_factory=software_naa,
-                  workdir=tmp_path)
+    the_lab = Lab(
+        cluster=embedded_cluster, namespace=namespace, naa_factory=software_naa, workdir=tmp_path
+    )
     try:
         yield the_lab
     finally:

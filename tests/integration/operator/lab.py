@@ -44,8 +44,13 @@ def _now() -> str:
 def ready_conditions(ok: bool = True) -> list[JSON]:
     status = "True" if ok else "False"
     return [
-        {"type": t, "status": status, "reason": "Probed" if ok else "Down",
-         "message": "" if ok else "test says so", "lastTransitionTime": _now()}
+        {
+            "type": t,
+            "status": status,
+            "reason": "Probed" if ok else "Down",
+            "message": "" if ok else "test says so",
+            "lastTransitionTime": _now(),
+        }
         for t in ("Ready", "Healthy", "Reachable")
     ]
 
@@ -123,12 +128,21 @@ class Lab:
                 "cmPort": 12345,
                 "management": {
                     "endpoint": naa.url,
-                    "tokenSecretRef": {"namespace": self.namespace, "name": "naa-tokens",
-                                       "key": name},
+                    "tokenSecretRef": {
+                        "namespace": self.namespace,
+                        "name": "naa-tokens",
+                        "key": name,
+                    },
                 },
                 "board": {"model": self.board, "vendor": "naaice-test"},
-                "resources": {"lut": 1000, "ff": 1000, "dsp": 10, "bram": 10, "uram": 1,
-                              "memoryBytes": 1 << 30},
+                "resources": {
+                    "lut": 1000,
+                    "ff": 1000,
+                    "dsp": 10,
+                    "bram": 10,
+                    "uram": 1,
+                    "memoryBytes": 1 << 30,
+                },
             },
         }
         self.custom.create_cluster_custom_object(G, V, "networkattachedaccelerators", body)
@@ -137,7 +151,10 @@ class Lab:
 
     def set_naa_ready(self, name: str, ok: bool) -> None:
         self.custom.patch_cluster_custom_object_status(
-            G, V, "networkattachedaccelerators", name,
+            G,
+            V,
+            "networkattachedaccelerators",
+            name,
             {"status": {"conditions": ready_conditions(ok)}},
         )
 
@@ -152,8 +169,13 @@ class Lab:
                 raise
             self.core.patch_namespaced_secret("naa-tokens", self.namespace, {"data": data})
 
-    def add_bitstream(self, *, artifact: Path = TEST_KERNELS, digest: str | None = None,
-                      flash_seconds: float = 0.1) -> str:
+    def add_bitstream(
+        self,
+        *,
+        artifact: Path = TEST_KERNELS,
+        digest: str | None = None,
+        flash_seconds: float = 0.1,
+    ) -> str:
         name = f"l{self.tag}-tk"
         digest = digest or "sha256:" + hashlib.sha256(artifact.read_bytes()).hexdigest()
         body = {
@@ -205,8 +227,12 @@ class Lab:
                         "tolerations": [FAKE_NODE_TOLERATION],
                         "terminationGracePeriodSeconds": 2,
                         "containers": [
-                            {"name": "main", "image": "naaice.invalid/host", "command": command,
-                             "env": list(env)}
+                            {
+                                "name": "main",
+                                "image": "naaice.invalid/host",
+                                "command": command,
+                                "env": list(env),
+                            }
                         ],
                     }
                 },
@@ -270,13 +296,18 @@ class Lab:
 
     def pods(self, job: str | None = None) -> list[JSON]:
         selector = f"naaice.io/naajob={job}" if job else "naaice.io/naajob"
-        return [self.api.sanitize_for_serialization(p) for p in
-                self.core.list_namespaced_pod(self.namespace, label_selector=selector).items]
+        return [
+            self.api.sanitize_for_serialization(p)
+            for p in self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+        ]
 
     def events(self, name: str) -> list[JSON]:
-        return [self.api.sanitize_for_serialization(e) for e in
-                self.core.list_namespaced_event(
-                    self.namespace, field_selector=f"involvedObject.name={name}").items]
+        return [
+            self.api.sanitize_for_serialization(e)
+            for e in self.core.list_namespaced_event(
+                self.namespace, field_selector=f"involvedObject.name={name}"
+            ).items
+        ]
 
     # -- operators -------------------------------------------------------------------------------
 
@@ -291,10 +322,15 @@ class Lab:
     ) -> OperatorProcess:
         log = self.workdir / f"operator-{identity}-{len(self.operators)}.log"
         args = [
-            naaice_executable(), "operator", "run",
-            "--namespace", self.namespace,
-            "--lease-namespace", self.namespace,
-            "--identity", identity,
+            naaice_executable(),
+            "operator",
+            "run",
+            "--namespace",
+            self.namespace,
+            "--lease-namespace",
+            self.namespace,
+            "--identity",
+            identity,
             "--peering" if peering else "--standalone",
             "--verbose",
             *extra,
@@ -304,16 +340,23 @@ class Lab:
         proc_env["PYTHONUNBUFFERED"] = "1"
         proc_env.update(env or {})
         with log.open("ab") as out:
-            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=proc_env,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, env=proc_env, start_new_session=True
+            )
         op = OperatorProcess(process=process, log=log, identity=identity)
         self.operators.append(op)
         return op
 
     # -- waiting -----------------------------------------------------------------------------------
 
-    def wait(self, what: str, predicate: Callable[[], Any], *, timeout: float = 60.0,
-             interval: float = 0.2) -> Any:
+    def wait(
+        self,
+        what: str,
+        predicate: Callable[[], Any],
+        *,
+        timeout: float = 60.0,
+        interval: float = 0.2,
+    ) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
@@ -342,13 +385,18 @@ class Lab:
                 self.custom.delete_cluster_custom_object(G, V, plural, name)
         # A SIGKILLed operator cannot remove its webhook registration.
         for kind in ("mutating", "validating"):
-            self.cluster.kubectl("delete", f"{kind}webhookconfiguration", "auto.kopf.dev",
-                                 "--ignore-not-found")
+            self.cluster.kubectl(
+                "delete", f"{kind}webhookconfiguration", "auto.kopf.dev", "--ignore-not-found"
+            )
         # Jobs keep a finalizer while no operator runs: drop them so the namespace can go.
         for job in self.jobs():
             with contextlib.suppress(ApiException):
                 self.custom.patch_namespaced_custom_object(
-                    G, V, self.namespace, "naajobs", job["metadata"]["name"],
+                    G,
+                    V,
+                    self.namespace,
+                    "naajobs",
+                    job["metadata"]["name"],
                     {"metadata": {"finalizers": None}},
                 )
         self.api.close()
@@ -375,8 +423,11 @@ class SensorRecorder:
                 status, doc = naa.get("/v1/sensors")
                 if status == 200:
                     self.samples[name].append(
-                        Sample(t_ns=int(doc["timestampNs"]), power_w=float(doc["powerWatts"]),
-                               energy_uj=int(doc["energyMicrojoules"]))
+                        Sample(
+                            t_ns=int(doc["timestampNs"]),
+                            power_w=float(doc["powerWatts"]),
+                            energy_uj=int(doc["energyMicrojoules"]),
+                        )
                     )
             self._stop.wait(self.period)
 

@@ -60,7 +60,9 @@ def test_a_job_runs_to_success_with_its_naa_spec_flashed_naas_and_energy(
     start, end = rfc3339_ns(energy["windowStart"]), rfc3339_ns(energy["windowEnd"])
     for name, joules in per.items():
         ours = energy_over_window(
-            samples=recorder.samples[name], start_ns=start, end_ns=end,
+            samples=recorder.samples[name],
+            start_ns=start,
+            end_ns=end,
             config=IntegratorConfig(nominal_period_s=0.05, max_gap_s=1.0),
         )
         assert ours.coverage > 0.95
@@ -76,14 +78,18 @@ def test_a_job_waits_with_a_reason_per_naa_and_starts_when_one_frees(lab: Lab) -
     lab.create_job("first", command=sleep_command(4))
     lab.wait("first to hold its NAA", lambda: lab.is_true("first", "Scheduled"))
     lab.create_job("second", command=sleep_command(0))
+    (naa,) = lab.naas
+    why = f"{naa}: leased: held by {lab.namespace}/first/"
     pending = lab.wait(
         "second to report why it waits",
-        lambda: (c := lab.condition(lab.job("second"), "Scheduled")) and c["status"] == "False"
-        and c,
+        lambda: (
+            (c := lab.condition(lab.job("second"), "Scheduled"))
+            and c["status"] == "False"
+            and why in c["message"]
+            and c
+        ),
     )
     assert pending["reason"] == "NoFreeNAA"
-    (naa,) = lab.naas
-    assert f"{naa}: leased: held by {lab.namespace}/first/" in pending["message"]
     lab.wait_terminal("first", timeout=30)
     second = lab.wait_terminal("second", timeout=30)
     assert lab.terminal(second) == "Succeeded"

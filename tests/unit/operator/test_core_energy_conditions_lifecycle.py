@@ -113,8 +113,9 @@ A = frozenset({"naa-a"})
     [
         (state(deleting=True, held=A), Step.RELEASE_AND_FORGET),
         (state(), Step.SCHEDULE),
-        (state(held=A, requested=1), Step.ADOPT),
-        (state(held=A, requested=2), Step.SCHEDULE),
+        (state(held=A), Step.ROLLBACK),
+        (state(pods=(PodView("j-a0-0", 0, "Running", deleting=True),)), Step.ROLLBACK),
+        (state(pods=(PodView("j-a0-0", 0, "Failed"),)), Step.SCHEDULE),
         (state(assigned=A, held=frozenset()), Step.LOST_LEASES),
         (state(assigned=A, held=A), Step.FLASH),
         (state(assigned=A, held=A, conditions=conds(c.FLASHED)), Step.CREATE_PODS),
@@ -166,6 +167,10 @@ A = frozenset({"naa-a"})
         ),
         (state(conditions=conds(c.SUCCEEDED), held=A), Step.RELEASE),
         (state(conditions=conds(c.FAILED)), Step.NOTHING),
+        (
+            state(conditions=conds(c.FAILED), pods=(PodView("j-a0-0", 0, "Running"),)),
+            Step.RELEASE,
+        ),
         (state(suspended=True, assigned=A, held=A), Step.SUSPEND),
         (state(suspended=True), Step.NOTHING),
     ],
