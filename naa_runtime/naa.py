@@ -59,7 +59,6 @@ class ScrubDecision(enum.Enum):
     SCRUB = "scrub"
     RESET_TO_IDLE = "reset-to-idle"
     REFUSE_FLASHING = "refuse-flashing"
-    REFUSE_CONNECTIONS = "refuse-connections"
 
 
 def decide_flash(
@@ -84,12 +83,12 @@ def decide_flash(
     return FlashDecision.START
 
 
-def decide_scrub(*, state: NAAState, active_connections: int, force: bool) -> ScrubDecision:
-    """What a scrub request does: an Error NAA is reset to the unflashed shell (Idle)."""
+def decide_scrub(*, state: NAAState) -> ScrubDecision:
+    """What a scrub request does: an Error NAA is reset to the unflashed shell (Idle). Open
+    connections do not stop a scrub: they hold the memory regions it must clear (the operator
+    scrubs when a job's NAAs are released, so any connection left is stale)."""
     if state is NAAState.FLASHING:
         return ScrubDecision.REFUSE_FLASHING
-    if active_connections > 0 and not force:
-        return ScrubDecision.REFUSE_CONNECTIONS
     if state is NAAState.ERROR:
         return ScrubDecision.RESET_TO_IDLE
     return ScrubDecision.SCRUB
@@ -425,23 +424,17 @@ class SoftwareNAA:
         self._count(flash="ok")
         log.info("flashed %s (%s): fn codes %s", target.name, target.digest, binding.fn_codes)
 
-    async def scrub(self, *, force: bool) -> NAAState:
-        """Clear memory regions and kernel state (docs/runtime.md: what that means here)."""
-        decision = decide_scrub(
-            state=self._state, active_connections=self.active_connections, force=force
-        )
+    async def scrub(self) -> NAAState:
+        """Clear memory regions and kernel state (docs/reference/management-api.md: what that
+        means for a software NAA)."""
+        decision = decide_scrub(state=self._state)
         if decision is ScrubDecision.REFUSE_FLASHING:
             raise ConflictError(
                 "flash-in-progress",
                 "the NAA is being flashed; scrub after /v1/health reports Ready or Error",
             )
-        if decision is ScrubDecision.REFUSE_CONNECTIONS:
-            raise ConflictError(
-                "connections-active",
-                f"{self.active_connections} RPC connection(s) are active and hold memory "
-                'regions; wait until they close, or pass "force": true to drop them',
-            )
         if self.data_plane is not None and self.active_connections:
+            log.warning("scrub drops %d open connection(s)", self.active_connections)
             await self.data_plane.disconnect_all()
         if decision is ScrubDecision.RESET_TO_IDLE:
             self._binding = self._registry.bind(TEST_FUNCTIONS)

@@ -46,8 +46,6 @@ class _FlashRequest(BaseModel):
 class _ScrubRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    force: bool = False
-
 
 class _BadRequest(Exception):
     pass
@@ -179,8 +177,8 @@ async def _flash(request: web.Request) -> web.Response:
 
 async def _scrub(request: web.Request) -> web.Response:
     naa = request.app[NAA_KEY]
-    body: _ScrubRequest = await _body(request, _ScrubRequest, optional=True)
-    state = await naa.scrub(force=body.force)
+    await _body(request, _ScrubRequest, optional=True)  # none or {}: refuse anything else
+    state = await naa.scrub()
     return web.json_response({"state": state.value, "scrubbed": True})
 
 

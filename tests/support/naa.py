@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -60,6 +61,7 @@ _hosts = itertools.count(FIRST_HOST)
 
 
 def next_free_address(*, mgmt_port: int = MGMT_PORT) -> str:
+    """A loopback address for another software NAA (127.0.0.10 upwards, as contracts.md says)."""
     for host in _hosts:
         if host > LAST_HOST:
             break
@@ -67,6 +69,25 @@ def next_free_address(*, mgmt_port: int = MGMT_PORT) -> str:
         if _address_free(address, mgmt_port=mgmt_port):
             return address
     raise NAAStartError("no free loopback address in 127.0.0.10–250 for another software NAA")
+
+
+_host_side = itertools.count(random.randrange(1, 60_000))
+
+
+def host_side_address() -> str:
+    """A loopback address for the host side of an RPC connection (its own RoCEv2 endpoint on
+    UDP 4791), outside the NAAs' range and spread randomly over 127.1.0.0/16 so concurrent test
+    runs on one machine rarely meet."""
+    for _ in range(1000):
+        n = next(_host_side) % 65_024 + 256
+        address = f"127.1.{n >> 8}.{n & 0xFF}"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((address, ROCE_PORT))
+            except OSError:
+                continue
+        return address
+    raise NAAStartError("no free loopback address in 127.1.0.0/16 for a host endpoint")
 
 
 @dataclass
@@ -172,7 +193,41 @@ class SoftwareNAAFactory:
     ) -> RunningNAA:
         index = next(self._serial)
         name = name or f"naa-{index}"
-        address = next_free_address()
+        for attempt in range(5):
+            naa = self._start(
+                name=name,
+                address=next_free_address(),
+                flash_seconds=flash_seconds,
+                extra_args=extra_args,
+                env=env,
+                secure=secure,
+                token_via_env=token_via_env,
+            )
+            if not wait:
+                return naa
+            try:
+                self._wait_healthy(naa, timeout=startup_timeout)
+            except NAAStartError:
+                # Another process on this machine took the address between our probe and the
+                # runtime's bind: try the next one.
+                log = naa.log()
+                if attempt < 4 and ("cannot bind" in log or "cannot listen" in log):
+                    continue
+                raise
+            return naa
+        raise AssertionError("unreachable")
+
+    def _start(
+        self,
+        *,
+        name: str,
+        address: str,
+        flash_seconds: float,
+        extra_args: tuple[str, ...],
+        env: dict[str, str] | None,
+        secure: bool,
+        token_via_env: bool,
+    ) -> RunningNAA:
         token = secrets.token_urlsafe(24)
         token_file = self._workdir / f"{name}.token"
         token_file.write_text(token + "\n")
@@ -210,8 +265,6 @@ class SoftwareNAAFactory:
             args=args,
         )
         self._running.append(naa)
-        if wait:
-            self._wait_healthy(naa, timeout=startup_timeout)
         return naa
 
     @staticmethod

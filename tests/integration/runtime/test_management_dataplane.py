@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from naa_runtime.bitstream import digest_of
 from naa_runtime.client import KERNEL_TIMEOUT, Naa, NaaError, reset_naa_spec
-from tests.support.naa import RunningNAA, SoftwareNAAFactory, next_free_address
+from tests.support.naa import RunningNAA, SoftwareNAAFactory, host_side_address
 
 UNKNOWN_FUNCTION = 0x7F
 
@@ -30,7 +30,7 @@ functions:
 @pytest.fixture
 def host_address() -> str:
     """The host side gets a loopback address of its own, like a separate machine."""
-    return next_free_address()
+    return host_side_address()
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_a_flashed_kernel_past_its_deadline_answers_kernel_timeout(
         assert rpc(user=1) == 0
 
 
-def test_scrub_with_an_open_connection_needs_force_and_then_drops_it(
+def test_scrub_drops_an_open_connection_and_its_memory_regions(
     software_naa: SoftwareNAAFactory,
     monkeypatch: pytest.MonkeyPatch,
     spec: None,
@@ -124,10 +124,8 @@ def test_scrub_with_an_open_connection_needs_force_and_then_drops_it(
     _point_spec_at(monkeypatch, naa, "3:1")
     with Naa(3, inputs=[np.zeros(16, np.uint8)], local_address=host_address) as rpc:
         assert rpc() == 0
-        status, body = naa.post("/v1/scrub")
-        assert status == 409
-        assert body["error"] == "connections-active"
-        assert naa.post("/v1/scrub", {"force": True}) == (200, {"state": "Idle", "scrubbed": True})
+        assert naa.health()["activeConnections"] == 1
+        assert naa.post("/v1/scrub") == (200, {"state": "Idle", "scrubbed": True})
         assert naa.health()["activeConnections"] == 0
         with pytest.raises(NaaError):
             rpc(timeout=3)

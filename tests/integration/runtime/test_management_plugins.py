@@ -10,7 +10,7 @@ import pytest
 
 from naa_runtime.bitstream import digest_of
 from naa_runtime.client import Naa, reset_naa_spec
-from tests.support.naa import NAAStartError, SoftwareNAAFactory, next_free_address
+from tests.support.naa import NAAStartError, SoftwareNAAFactory, host_side_address
 
 PLUGIN = textwrap.dedent(
     """
@@ -74,7 +74,7 @@ def test_a_plugin_module_registers_a_kernel_a_bitstream_binds_and_scrub_resets(
         out = np.zeros(10, dtype=np.uint8)
 
         def call() -> int:
-            with Naa(16, inputs=[src], outputs=[out], local_address=next_free_address()) as rpc:
+            with Naa(16, inputs=[src], outputs=[out], local_address=host_side_address()) as rpc:
                 return rpc()
 
         assert call() == 0x11

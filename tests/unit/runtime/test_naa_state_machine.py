@@ -65,23 +65,12 @@ def test_error_state_with_the_failed_digest_is_flashed_again() -> None:
 
 def test_scrub_keeps_the_state_of_a_settled_naa() -> None:
     for state in (NAAState.IDLE, NAAState.READY):
-        assert decide_scrub(state=state, active_connections=0, force=False) is ScrubDecision.SCRUB
+        assert decide_scrub(state=state) is ScrubDecision.SCRUB
 
 
 def test_scrub_resets_an_error_naa_to_idle() -> None:
-    decision = decide_scrub(state=NAAState.ERROR, active_connections=0, force=False)
-    assert decision is ScrubDecision.RESET_TO_IDLE
+    assert decide_scrub(state=NAAState.ERROR) is ScrubDecision.RESET_TO_IDLE
 
 
-def test_scrub_is_refused_while_flashing_and_while_connected_unless_forced() -> None:
-    assert (
-        decide_scrub(state=NAAState.FLASHING, active_connections=0, force=True)
-        is ScrubDecision.REFUSE_FLASHING
-    )
-    assert (
-        decide_scrub(state=NAAState.READY, active_connections=2, force=False)
-        is ScrubDecision.REFUSE_CONNECTIONS
-    )
-    assert (
-        decide_scrub(state=NAAState.READY, active_connections=2, force=True) is ScrubDecision.SCRUB
-    )
+def test_scrub_is_refused_while_flashing() -> None:
+    assert decide_scrub(state=NAAState.FLASHING) is ScrubDecision.REFUSE_FLASHING

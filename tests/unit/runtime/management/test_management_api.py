@@ -228,15 +228,19 @@ async def test_scrub_replaces_kernel_instances_and_keeps_the_bitstream(
     assert naa.loaded.digest == digest
 
 
-async def test_scrub_with_connections_needs_force_and_then_drops_them(
+async def test_scrub_drops_open_connections_because_they_hold_the_memory_regions(
     client: TestClient[Any, Any], plane: _ConnectionCount
 ) -> None:
     plane.active_connections = 1
-    refused = await client.post("/v1/scrub", headers=AUTH)
-    assert refused.status == 409
-    forced = await client.post("/v1/scrub", json={"force": True}, headers=AUTH)
-    assert forced.status == 200
+    response = await client.post("/v1/scrub", json={}, headers=AUTH)
+    assert response.status == 200
     assert plane.disconnected == 1
+
+
+async def test_scrub_refuses_unknown_body_fields(client: TestClient[Any, Any]) -> None:
+    response = await client.post("/v1/scrub", json={"force": True}, headers=AUTH)
+    assert response.status == 400
+    assert "force" in (await response.json())["message"]
 
 
 async def test_identity_reports_board_resources_and_data_plane(
