@@ -203,9 +203,9 @@ class StatsSnapshot:
 class _Observer:
     """The `ActivityObserver` the data plane reports to: feeds sensors and counters."""
 
-    def __init__(self, *, activity: ActivityAccumulator, stats: _Stats) -> None:
+    def __init__(self, *, activity: ActivityAccumulator) -> None:
         self._activity = activity
-        self._stats = stats
+        self._stats = _Stats()
         self._lock = threading.Lock()
 
     def on_bytes(self, *, received: int, sent: int) -> None:
@@ -233,6 +233,28 @@ class _Observer:
                 self._stats.kernel_seconds.get(fn_code, 0.0) + seconds
             )
 
+    def count_flash(self, result: str) -> None:
+        with self._lock:
+            self._stats.flashes[result] += 1
+
+    def count_scrub(self) -> None:
+        with self._lock:
+            self._stats.scrubs += 1
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            s = self._stats
+            return StatsSnapshot(
+                bytes_received=s.bytes_received,
+                bytes_sent=s.bytes_sent,
+                connections_opened=s.connections_opened,
+                connections_closed=s.connections_closed,
+                kernel_runs=dict(s.kernel_runs),
+                kernel_seconds=dict(s.kernel_seconds),
+                flashes=dict(s.flashes),
+                scrubs=s.scrubs,
+            )
+
 
 class SoftwareNAA:
     """The composition of one software NAA. Methods other than `lookup` and the observer run
@@ -253,9 +275,8 @@ class SoftwareNAA:
         self._target: LoadedBitstream | None = None
         self._binding = registry.bind(TEST_FUNCTIONS)
         self._activity = ActivityAccumulator()
-        self._stats = _Stats()
-        self._stats_lock = threading.Lock()
-        self.observer: ActivityObserver = _Observer(activity=self._activity, stats=self._stats)
+        self._observer = _Observer(activity=self._activity)
+        self.observer: ActivityObserver = self._observer
         self.sensors = SensorSampler(
             model=config.power, activity=self._activity, sample_hz=config.sample_hz
         )
@@ -310,29 +331,7 @@ class SoftwareNAA:
         return self.sensors.latest()
 
     def stats(self) -> StatsSnapshot:
-        observer = self.observer
-        assert isinstance(observer, _Observer)
-        with observer._lock:
-            s = self._stats
-            return StatsSnapshot(
-                bytes_received=s.bytes_received,
-                bytes_sent=s.bytes_sent,
-                connections_opened=s.connections_opened,
-                connections_closed=s.connections_closed,
-                kernel_runs=dict(s.kernel_runs),
-                kernel_seconds=dict(s.kernel_seconds),
-                flashes=dict(s.flashes),
-                scrubs=s.scrubs,
-            )
-
-    def _count(self, *, flash: str | None = None, scrub: bool = False) -> None:
-        observer = self.observer
-        assert isinstance(observer, _Observer)
-        with observer._lock:
-            if flash is not None:
-                self._stats.flashes[flash] += 1
-            if scrub:
-                self._stats.scrubs += 1
+        return self._observer.snapshot()
 
     async def flash(self, *, name: str, digest: str, artifact: str, force: bool) -> NAAState:
         """Start flashing; returns the state to report (Flashing, or Ready if already loaded).
@@ -408,7 +407,7 @@ class SoftwareNAA:
         self._loaded = None
         self._binding = EMPTY_BINDING
         self._activity.set_flashing(False)
-        self._count(flash=code)
+        self._observer.count_flash(code)
 
     async def _finish_flash(self, binding: KernelBinding) -> None:
         await asyncio.sleep(self.config.flash_seconds)
@@ -421,7 +420,7 @@ class SoftwareNAA:
         self._state = NAAState.READY
         self._reason = ""
         self._activity.set_flashing(False)
-        self._count(flash="ok")
+        self._observer.count_flash("ok")
         log.info("flashed %s (%s): fn codes %s", target.name, target.digest, binding.fn_codes)
 
     async def scrub(self) -> NAAState:
@@ -444,5 +443,5 @@ class SoftwareNAA:
             # Fresh kernel instances: whatever state the old ones held (weights, optimiser
             # moments, counters) is gone.
             self._binding = self._registry.bind(dict(self._binding.names))
-        self._count(scrub=True)
+        self._observer.count_scrub()
         return self._state
