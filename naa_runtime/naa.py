@@ -274,6 +274,7 @@ class SoftwareNAA:
         self._loaded: LoadedBitstream | None = None
         self._target: LoadedBitstream | None = None
         self._binding = registry.bind(TEST_FUNCTIONS)
+        self._retired_work: dict[str, float] = {}
         self._activity = ActivityAccumulator()
         self._observer = _Observer(activity=self._activity)
         self.observer: ActivityObserver = self._observer
@@ -332,6 +333,23 @@ class SoftwareNAA:
 
     def stats(self) -> StatsSnapshot:
         return self._observer.snapshot()
+
+    def work(self) -> dict[str, float]:
+        """Work the kernels reported (`KernelContext.count_work`), summed over every binding
+        this NAA had, so the totals survive flashes and scrubs."""
+        totals = dict(self._retired_work)
+        for unit, amount in self._binding.context.work().items():
+            totals[unit] = totals.get(unit, 0.0) + amount
+        return totals
+
+    def _swap_binding(self, binding: KernelBinding) -> None:
+        old = self._binding
+        if old is binding:
+            return
+        self._binding = binding
+        if old is not EMPTY_BINDING:
+            for unit, amount in old.context.work().items():
+                self._retired_work[unit] = self._retired_work.get(unit, 0.0) + amount
 
     async def flash(self, *, name: str, digest: str, artifact: str, force: bool) -> NAAState:
         """Start flashing; returns the state to report (Flashing, or Ready if already loaded).
@@ -396,7 +414,7 @@ class SoftwareNAA:
         self._reason = f"flashing {target.name}"
         self._target = target
         self._loaded = None
-        self._binding = EMPTY_BINDING
+        self._swap_binding(EMPTY_BINDING)
         self._activity.set_flashing(True)
 
     def _fail(self, code: str, message: str) -> None:
@@ -405,7 +423,7 @@ class SoftwareNAA:
         self._reason = message
         self._target = None
         self._loaded = None
-        self._binding = EMPTY_BINDING
+        self._swap_binding(EMPTY_BINDING)
         self._activity.set_flashing(False)
         self._observer.count_flash(code)
 
@@ -414,7 +432,7 @@ class SoftwareNAA:
         target = self._target
         if self._state is not NAAState.FLASHING or target is None:
             return
-        self._binding = binding
+        self._swap_binding(binding)
         self._loaded = target
         self._target = None
         self._state = NAAState.READY
@@ -436,12 +454,12 @@ class SoftwareNAA:
             log.warning("scrub drops %d open connection(s)", self.active_connections)
             await self.data_plane.disconnect_all()
         if decision is ScrubDecision.RESET_TO_IDLE:
-            self._binding = self._registry.bind(TEST_FUNCTIONS)
+            self._swap_binding(self._registry.bind(TEST_FUNCTIONS))
             self._state = NAAState.IDLE
             self._reason = ""
         else:
             # Fresh kernel instances: whatever state the old ones held (weights, optimiser
             # moments, counters) is gone.
-            self._binding = self._registry.bind(dict(self._binding.names))
+            self._swap_binding(self._registry.bind(dict(self._binding.names)))
         self._observer.count_scrub()
         return self._state

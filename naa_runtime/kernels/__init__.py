@@ -5,6 +5,7 @@ from naa_runtime.kernels.registry import (
     TEST_FUNCTIONS,
     DuplicateKernelError,
     KernelBinding,
+    KernelContext,
     KernelFactory,
     KernelRegistry,
     RegistryError,
@@ -12,6 +13,7 @@ from naa_runtime.kernels.registry import (
     default_registry,
     process_registry,
     register,
+    register_shared,
 )
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "DuplicateKernelError",
     "Kernel",
     "KernelBinding",
+    "KernelContext",
     "KernelFactory",
     "KernelLookup",
     "KernelRegistry",
@@ -29,4 +32,5 @@ __all__ = [
     "default_registry",
     "process_registry",
     "register",
+    "register_shared",
 ]

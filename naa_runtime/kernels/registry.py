@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from naa_runtime.kernels.base import Kernel
 from naa_runtime.kernels.testkernels import AddConstant, Busy, NoOp
@@ -30,6 +30,24 @@ class KernelContext:
 
     def __init__(self) -> None:
         self.shared: dict[str, object] = {}
+        self._work: dict[str, float] = {}
+        self._work_lock = threading.Lock()
+
+    def count_work(self, unit: str, amount: float = 1.0) -> None:
+        """Report work done (e.g. `count_work("training_epochs", 20)`); the NAA exports the
+        running total as the counter `naa_<unit>_total` on /metrics, kept across flashes and
+        scrubs. Units are lower-case snake case."""
+        if not _UNIT.match(unit):
+            raise RegistryError(f"work unit {unit!r} must be lower-case snake case, e.g. 'epochs'")
+        if amount < 0:
+            raise RegistryError(f"work only accumulates: {unit} amount {amount} is negative")
+        with self._work_lock:
+            self._work[unit] = self._work.get(unit, 0.0) + amount
+
+    def work(self) -> dict[str, float]:
+        with self._work_lock:
+            return dict(self._work)
+
 
 TEST_ADD_ONE = "test.add1"
 TEST_ADD_TWO = "test.add2"
@@ -43,6 +61,7 @@ MIN_FN_CODE = 1
 MAX_FN_CODE = 127
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,62}$")
+_UNIT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 class RegistryError(Exception):
@@ -88,6 +107,7 @@ class KernelRegistry:
                     f"kernel {name!r} is already registered; pass replace=True to override it"
                 )
             self._factories[name] = factory
+            self._shared.pop(name, None)
 
     def register_shared(
         self, name: str, factory: SharedKernelFactory, *, replace: bool = False
@@ -121,7 +141,7 @@ class KernelRegistry:
         for fn, factory in factories.items():
             make_shared = shared[fn]
             kernels[fn] = factory() if make_shared is None else make_shared(context)
-        return KernelBinding(names=dict(functions), kernels=kernels)
+        return KernelBinding(names=dict(functions), kernels=kernels, context=context)
 
 
 @dataclass(frozen=True)
@@ -131,6 +151,7 @@ class KernelBinding:
 
     names: Mapping[int, str]
     kernels: Mapping[int, Kernel]
+    context: KernelContext = field(default_factory=KernelContext)
 
     def lookup(self, fn_code: int) -> Kernel | None:
         return self.kernels.get(fn_code)

@@ -121,6 +121,10 @@ class NAACollector(Collector):
             (([result], n) for result, n in stats.flashes.items()),
         )
         yield _counter("naa_scrubs", "Scrubs performed.", stats.scrubs)
+        for unit, amount in sorted(naa.work().items()):
+            yield _counter(
+                f"naa_{unit}", f"Work the kernels reported in {unit} (KernelContext).", amount
+            )
 
         yield _labelled_counter(
             "naa_rpc_payload_bytes",

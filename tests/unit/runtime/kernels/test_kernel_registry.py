@@ -10,6 +10,7 @@ import pytest
 from naa_runtime.kernels import (
     TEST_FUNCTIONS,
     DuplicateKernelError,
+    KernelContext,
     KernelTimeout,
     RegistryError,
     UnknownKernelError,
@@ -126,3 +127,42 @@ def test_invalid_kernel_names_are_refused(name: str) -> None:
 def test_fn_codes_outside_1_to_127_cannot_be_bound() -> None:
     with pytest.raises(RegistryError):
         default_registry().bind({128: "test.noop"})
+
+
+def test_shared_kernels_of_one_binding_see_one_context_and_a_new_bind_gets_a_new_one() -> None:
+    registry = default_registry()
+
+    class Remember:
+        def __init__(self, context: KernelContext) -> None:
+            self.context = context
+
+        def __call__(self, *, inputs: object, outputs: object, user: int, deadline: float) -> int:
+            self.context.shared["last"] = user
+            return 0
+
+    registry.register_shared("core.a", Remember)
+    registry.register_shared("core.b", Remember)
+    binding = registry.bind({16: "core.a", 17: "core.b"})
+    a, b = binding.lookup(16), binding.lookup(17)
+    assert isinstance(a, Remember)
+    assert isinstance(b, Remember)
+    assert a.context is b.context is binding.context
+    assert registry.bind({16: "core.a"}).context is not binding.context
+
+
+def test_re_registering_a_shared_name_as_plain_drops_the_shared_factory() -> None:
+    registry = default_registry()
+    registry.register_shared("core.a", lambda context: NoOp())
+    registry.register("core.a", lambda: AddConstant(1), replace=True)
+    assert isinstance(registry.bind({16: "core.a"}).lookup(16), AddConstant)
+
+
+def test_work_reported_to_a_context_accumulates_and_rejects_bad_units() -> None:
+    context = KernelContext()
+    context.count_work("training_epochs", 20)
+    context.count_work("training_epochs", 5)
+    assert context.work() == {"training_epochs": 25}
+    with pytest.raises(RegistryError):
+        context.count_work("Epochs")
+    with pytest.raises(RegistryError):
+        context.count_work("epochs", -1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from naa_runtime.bitstream import digest_of
-from naa_runtime.kernels import default_registry
+from naa_runtime.kernels import KernelContext, default_registry
 from naa_runtime.management import create_app, naa_registry
 from naa_runtime.naa import NAAConfig, SoftwareNAA
 
@@ -263,3 +264,50 @@ async def test_sensors_and_metrics_report_power_and_energy(
     text = await (await client.get("/metrics", headers=AUTH)).text()
     names = {family.name for family in text_string_to_metric_families(text)}
     assert {"naa_power_watts", "naa_energy_joules", "naa_state", "naa_rpc_payload_bytes"} <= names
+
+
+async def test_work_reported_by_kernels_is_exported_and_survives_a_scrub(tmp_path: Path) -> None:
+    registry = default_registry()
+
+    class Epochs:
+        def __init__(self, context: KernelContext) -> None:
+            self.context = context
+
+        def __call__(self, *, inputs: object, outputs: object, user: int, deadline: float) -> int:
+            self.context.count_work("training_epochs", user)
+            return 0
+
+    registry.register_shared("core.fit", Epochs)
+    doc = b"kind: SoftwareBitstream\nfunctions: [{name: fit, fnCode: 19, kernel: core.fit}]\n"
+    (tmp_path / "fit.yaml").write_bytes(doc)
+    naa = SoftwareNAA(
+        config=NAAConfig(name="naa-w", address="127.0.0.1", flash_seconds=0), registry=registry
+    )
+    app = create_app(naa=naa, token=TOKEN, metrics=naa_registry(naa))
+    async with TestClient(TestServer(app)) as client:
+        flash = {
+            "name": "fit",
+            "digest": digest_of(doc),
+            "artifact": (tmp_path / "fit.yaml").as_uri(),
+        }
+        assert (await client.post("/v1/flash", json=flash, headers=AUTH)).status == 202
+        await _wait_state(client, "Ready")
+
+        def fit(epochs: int) -> None:
+            kernel = naa.lookup(19)
+            assert kernel is not None
+            kernel(inputs=[], outputs=[], user=epochs, deadline=time.monotonic() + 10)
+
+        async def epochs() -> float:
+            text = await (await client.get("/metrics", headers=AUTH)).text()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "naa_training_epochs_total":
+                        return sample.value
+            raise AssertionError("naa_training_epochs_total missing")
+
+        fit(20)
+        assert await epochs() == 20
+        assert (await client.post("/v1/scrub", headers=AUTH)).status == 200
+        fit(5)
+        assert await epochs() == 25
