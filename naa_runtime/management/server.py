@@ -90,8 +90,17 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             f"{request.method} is not allowed on {request.path}; use "
             f"{', '.join(sorted(exc.allowed_methods))}",
         )
-    except web.HTTPException:
-        raise
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(
+            413,
+            "request-too-large",
+            "the request body is larger than 64 KiB; a flash request is a small JSON object",
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "-")
+        return error_response(exc.status, code, f"{exc.reason}: {request.method} {request.path}")
     except Exception:
         log.exception("management request %s %s failed", request.method, request.path)
         return error_response(

@@ -311,3 +311,9 @@ async def test_work_reported_by_kernels_is_exported_and_survives_a_scrub(tmp_pat
         assert (await client.post("/v1/scrub", headers=AUTH)).status == 200
         fit(5)
         assert await epochs() == 25
+
+
+async def test_an_oversized_body_is_answered_with_a_json_413(client: TestClient[Any, Any]) -> None:
+    response = await client.post("/v1/flash", data=b"x" * 100_000, headers=AUTH)
+    assert response.status == 413
+    assert (await response.json())["error"] == "request-too-large"
