@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import secrets
@@ -459,6 +460,46 @@ def spec_probe_command(out_dir: Path) -> list[str]:
         "(d/(os.environ.get('PROBE_NAME','pod')+'.json')).write_text(json.dumps(rec))"
     )
     return [sys.executable, "-c", script]
+
+
+def heartbeat_command(out_dir: Path, seconds: float) -> list[str]:
+    """A host program that appends a wall-clock heartbeat every 50 ms for `seconds`, to a file
+    named after its pod, with its NAA_SPEC on the first line: the intervals during which each
+    pod really ran on its NAAs, for exclusivity checks."""
+    script = (
+        "import os,pathlib,time;"
+        f"d=pathlib.Path({str(out_dir)!r});d.mkdir(parents=True,exist_ok=True);"
+        "p=d/(os.environ.get('HOSTNAME') or str(os.getpid()));"
+        "f=p.open('a');f.write(os.environ.get('NAA_SPEC','')+'\\n');f.flush();"
+        f"end=time.time()+{seconds}\n"
+        "while True:\n"
+        "    f.write(repr(time.time())+'\\n');f.flush()\n"
+        "    if time.time()>=end: break\n"
+        "    time.sleep(0.05)\n"
+    )
+    return [sys.executable, "-c", script]
+
+
+def overlapping_holders(out_dir: Path) -> list[str]:
+    """Pairs of pods that ran on the same NAA address at the same time (should be none)."""
+    spans: dict[str, list[tuple[float, float, str]]] = {}
+    for path in out_dir.glob("*"):
+        lines = path.read_text().splitlines()
+        if len(lines) < 2:
+            continue
+        beats = [float(x) for x in lines[1:] if x.strip()]
+        for entry in lines[0].split(","):
+            address = entry.split(":")[0]
+            spans.setdefault(address, []).append((min(beats), max(beats), path.name))
+    problems = []
+    for address, items in spans.items():
+        items.sort()
+        for (s1, e1, p1), (s2, e2, p2) in itertools.pairwise(items):
+            if s2 <= e1:
+                problems.append(
+                    f"{address}: {p1} [{s1:.3f},{e1:.3f}] overlaps {p2} [{s2:.3f},{e2:.3f}]"
+                )
+    return problems
 
 
 def sleep_command(seconds: float, *, exit_code: int = 0) -> list[str]:
