@@ -102,6 +102,7 @@ class Agent:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._stop_requested = threading.Event()
         self._http: Any = None
 
     def _on_cards(self, backing: list[NAABacking]) -> None:
@@ -117,6 +118,9 @@ class Agent:
         from device_plugin.exporter import EnergyCollector
         from device_plugin.leases import LeaseWatcher
 
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda _sig, _frame: self._request_stop())
         api = _api_client(self.config.kubeconfig)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(EnergyCollector(self.book))
@@ -159,9 +163,8 @@ class Agent:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop_async = asyncio.Event()
-            if threading.current_thread() is threading.main_thread():
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    self._loop.add_signal_handler(sig, self._stop_async.set)
+            if self._stop_requested.is_set():
+                self._stop_async.set()
             self._ready.set()
             await inventory.run(self._stop_async)
 
@@ -182,8 +185,12 @@ class Agent:
         if not self._ready.wait(timeout=30):
             raise AgentConfigError("the agent did not start within 30 s; see its log")
 
-    def stop(self) -> None:
+    def _request_stop(self) -> None:
+        self._stop_requested.set()
         if self._loop is not None and self._stop_async is not None:
             self._loop.call_soon_threadsafe(self._stop_async.set)
+
+    def stop(self) -> None:
+        self._request_stop()
         if self._thread is not None:
             self._thread.join(timeout=30)
