@@ -224,6 +224,17 @@ def query_range(prom: str, expr: str, *, seconds: int = 180) -> list[dict[str, A
     return list(body["data"]["result"])
 
 
+def test_the_boards_counter_and_the_integrated_power_agree(scenario: Scenario) -> None:
+    """Cross-check (ENERGY.md §6 rule 5): the runtime's own µJ counter (it integrates at 100 Hz)
+    and our 10 Hz trapezoid of its power readings measure the same energy."""
+    rows = query(scenario.prom, "naa_device_energy_joules_total")
+    by_source = {r["metric"]["source"]: float(r["value"][1]) for r in rows}
+    assert set(by_source) == {"hw_counter", "integrated"}
+    assert by_source["integrated"] > 0
+    drift = abs(by_source["hw_counter"] - by_source["integrated"]) / by_source["integrated"]
+    assert drift < 0.02, by_source
+
+
 def _dashboard_queries() -> list[tuple[str, str, bool]]:
     board = json.loads((MONITORING / "dashboards" / "naaice-energy.json").read_text())
     subst = {"$__rate_interval": "10s", "$device": ".*", "$baseline_watts": "178"}

@@ -211,3 +211,14 @@ def test_window_energy_before_the_first_sample_is_uncovered() -> None:
 def test_a_window_that_ends_before_it_starts_says_which_order_to_pass() -> None:
     with pytest.raises(EnergyError, match="pass bind then unbind"):
         energy_over_window(samples=[], start_ns=_ns(1.0), end_ns=_ns(0.0))
+
+
+def test_a_job_spanning_an_agent_restart_is_before_plus_after_minus_the_gap() -> None:
+    """ENERGY.md §7: samples up to the restart, none during it, samples after."""
+    before = [_s(t / 10, 50.0) for t in range(0, 31)]  # 0..3 s
+    after = [_s(t / 10, 70.0) for t in range(80, 121)]  # 8..12 s
+    cfg = IntegratorConfig(nominal_period_s=0.1)
+    whole = energy_over_window(samples=before + after, start_ns=_ns(0), end_ns=_ns(12), config=cfg)
+    assert whole.joules == pytest.approx(50.0 * 3 + 70.0 * 4, rel=1e-9)
+    assert whole.uncovered_s == pytest.approx(5.0)
+    assert whole.coverage == pytest.approx(7 / 12)
