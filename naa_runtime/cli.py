@@ -1,4 +1,5 @@
-"""`naaice runtime …`: run a software NAA (`serve`).
+"""`naaice runtime …`: run a software NAA (`serve`) and talk to its management API (`flash`,
+`scrub`, `health`, `sensors`).
 
 Mounted by `naaice_cli.main`. Heavy imports (numpy, aiohttp, the data plane) happen inside
 the commands so that `naaice --help` stays fast. Every flag has an env twin `NAAICE_<FLAG>`.
@@ -8,9 +9,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from naa_runtime.management.client import ManagementClient
 
 app = typer.Typer(
     help="The software NAA (RoCEv2 RPC server, management plane) and its host client.",
@@ -128,8 +132,7 @@ def serve(  # noqa: PLR0917 - typer reads every option from this signature
     ] = None,
     log_level: Annotated[str, typer.Option(envvar=_env("log-level"))] = "INFO",
 ) -> None:
-    """Run one software NAA: data plane on ADDRESS:PORT (UDP), management HTTP on
-    MGMT_ADDRESS:MGMT_PORT."""
+    """Run one software NAA (RoCEv2 data plane, kernels, sensors, management API)."""
     import asyncio
     import importlib
     import os
@@ -216,3 +219,115 @@ def _read_token(*, token_file: Path | None, env_token: str | None) -> str | None
     if env_token is not None and env_token.strip():
         return env_token.strip()
     return None
+
+
+EndpointOption = Annotated[
+    str,
+    typer.Option(
+        envvar=_env("endpoint"), help="Management endpoint of the NAA (http://address:port)."
+    ),
+]
+TokenFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        envvar=_env("token-file"), help="File holding the bearer token (or NAAICE_MGMT_TOKEN)."
+    ),
+]
+
+
+def _client(endpoint: str, token_file: Path | None) -> ManagementClient:
+    import os
+
+    from naa_runtime.management.client import ManagementClient
+
+    token = _read_token(token_file=token_file, env_token=os.environ.get("NAAICE_MGMT_TOKEN"))
+    return ManagementClient(endpoint=endpoint, token=token)
+
+
+def _print(doc: object) -> None:
+    import json
+
+    typer.echo(json.dumps(doc, indent=2))
+
+
+@app.command()
+def flash(  # noqa: PLR0917 - typer reads every option from this signature
+    artifact: Annotated[Path, typer.Argument(help="Software bitstream file (YAML/JSON).")],
+    endpoint: EndpointOption = "http://127.0.0.10:9010",
+    token_file: TokenFileOption = None,
+    name: Annotated[
+        str | None, typer.Option(help="Bitstream name to report (default: the file's stem).")
+    ] = None,
+    digest: Annotated[
+        str | None,
+        typer.Option(help="Expected sha256:<hex> (default: computed from the file)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Flash even while RPC connections are open.")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for Ready (0: do not wait).")] = 60,
+) -> None:
+    """Flash a software bitstream file onto a running NAA (digest computed unless given)."""
+    from naa_runtime.bitstream import digest_of
+    from naa_runtime.management.client import ManagementClientError
+
+    path = artifact.resolve()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from exc
+    client = _client(endpoint, token_file)
+    body = {
+        "name": name or path.stem,
+        "digest": digest or digest_of(data),
+        "artifact": path.as_uri(),
+        "force": force,
+    }
+    try:
+        answer = client.request("POST", "/v1/flash", body)
+        if wait > 0 and answer.get("state") == "Flashing":
+            answer = client.wait_settled(timeout=wait)
+    except ManagementClientError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    _print(answer)
+    if answer.get("state") == "Error":
+        raise typer.Exit(1)
+
+
+@app.command()
+def scrub(
+    endpoint: EndpointOption = "http://127.0.0.10:9010", token_file: TokenFileOption = None
+) -> None:
+    """Clear a running NAA's memory regions and kernel state (drops open connections)."""
+    _call(endpoint, token_file, "POST", "/v1/scrub", {})
+
+
+@app.command()
+def health(
+    endpoint: EndpointOption = "http://127.0.0.10:9010", token_file: TokenFileOption = None
+) -> None:
+    """Print a running NAA's state, loaded bitstream and functions."""
+    _call(endpoint, token_file, "GET", "/v1/health")
+
+
+@app.command()
+def sensors(
+    endpoint: EndpointOption = "http://127.0.0.10:9010", token_file: TokenFileOption = None
+) -> None:
+    """Print a running NAA's power, energy counter and temperature."""
+    _call(endpoint, token_file, "GET", "/v1/sensors")
+
+
+def _call(
+    endpoint: str,
+    token_file: Path | None,
+    method: str,
+    path: str,
+    body: dict[str, object] | None = None,
+) -> None:
+    from naa_runtime.management.client import ManagementClientError
+
+    try:
+        _print(_client(endpoint, token_file).request(method, path, body))
+    except ManagementClientError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc

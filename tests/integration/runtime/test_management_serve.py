@@ -201,3 +201,36 @@ def test_the_example_test_kernels_bitstream_flashes_with_its_published_digest(
     assert naa.post("/v1/flash", request)[0] == 202
     health = naa.wait_for_state("Ready")
     assert health["functions"] == [f["fnCode"] for f in bitstream["spec"]["functions"]]
+
+
+def test_the_flash_command_computes_the_digest_and_waits_for_ready(
+    software_naa: SoftwareNAAFactory, tmp_path: Path
+) -> None:
+    naa = software_naa()
+    (tmp_path / "busy-and-add.yaml").write_bytes(BUSY)
+    token_file = tmp_path / "cli.token"
+    token_file.write_text(naa.token)
+    common = ["--endpoint", naa.url, "--token-file", str(token_file)]
+    result = subprocess.run(
+        [naaice_executable(), "runtime", "flash", str(tmp_path / "busy-and-add.yaml"), *common],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"state": "Ready"' in result.stdout
+    assert naa.health()["loadedBitstream"] == {
+        "name": "busy-and-add",
+        "digest": digest_of(BUSY),
+    }
+    wrong = subprocess.run(
+        [naaice_executable(), "runtime", "health", "--endpoint", naa.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "NAAICE_MGMT_TOKEN": "not-the-token"},
+    )
+    assert wrong.returncode == 1
+    assert "401 unauthorized" in wrong.stderr
