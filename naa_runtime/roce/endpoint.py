@@ -23,6 +23,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from naa_runtime.roce.cm import CmMessage, decode_cm, encode_cm
 from naa_runtime.roce.memory import MemoryTable
 from naa_runtime.roce.packets import (
@@ -57,6 +59,9 @@ _GSO_MAX_BYTES = 65000
 _GSO_MAX_SEGS = 64
 
 _BTH = struct.Struct("!BBHII")
+_CRC = struct.Struct("<I")
+_SEG = struct.Struct("=H")
+_ZEROS = b"\0\0\0\0"
 
 
 @dataclass
@@ -174,8 +179,9 @@ class Endpoint:
         self._tx_lock = threading.Lock()
         self._qps: dict[int, tuple[QueuePair, str]] = {}
         self._qp_lock = threading.Lock()
-        self._prefix_tx: dict[tuple[str, int, int], int] = {}
+        self._prefix_tx: dict[tuple[str, int], list[int]] = {}
         self._prefix_rx: dict[tuple[str, int, int, int], int] = {}
+        self._prefix_rx5: dict[tuple[str, int, int, bytes], list[int]] = {}
         self._running = False
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -233,36 +239,40 @@ class Endpoint:
 
     # ---------------------------------------------------------------------- transmit
 
-    def _tx_state(self, peer_ip: str, length: int, ip_id: int) -> int:
-        key = (peer_ip, length, ip_id)
-        st = self._prefix_tx.get(key)
-        if st is None:
-            st = prefix_state(
-                src=self._src,
-                dst=ipaddress.IPv4Address(peer_ip).packed,
-                sport=self.port,
-                dport=ROCE_UDP_PORT,
-                udp_payload_len=length,
-                ip_id=ip_id,
-            )
-            self._prefix_tx[key] = st
-        return st
+    def _tx_states(self, peer_ip: str, length: int) -> list[int]:
+        """CRC states of the masked IP/UDP prefix for each GSO position (IP ID = position)."""
+        key = (peer_ip, length)
+        states = self._prefix_tx.get(key)
+        if states is None:
+            dst = ipaddress.IPv4Address(peer_ip).packed
+            states = [
+                prefix_state(
+                    src=self._src,
+                    dst=dst,
+                    sport=self.port,
+                    dport=ROCE_UDP_PORT,
+                    udp_payload_len=length,
+                    ip_id=i,
+                )
+                for i in range(_GSO_MAX_SEGS)
+            ]
+            self._prefix_tx[key] = states
+        return states
 
     def transmit(self, peer_ip: str, pkts: list[OutPacket]) -> None:
         """Add ICRCs and send; GSO-batches runs of equal-sized packets."""
         crc32 = zlib.crc32
+        pack_crc = _CRC.pack
         addr = (peer_ip, ROCE_UDP_PORT)
         stats = self.stats
         if not self._gso:
-            for p in pkts:
-                ln = p.length
-                st = self._tx_state(peer_ip, ln, 0)
-                crc = crc32(p.payload, crc32(p.header, st))
-                if p.pad:
-                    crc = crc32(b"\0" * p.pad, crc)
-                p.header[4] = 0
-                dgram = b"".join((p.header, p.payload, b"\0" * p.pad, struct.pack("<I", crc)))
-                self._send_one(dgram, addr)
+            for hdr, payload, pad in pkts:
+                ln = len(hdr) + len(payload) + pad + ICRC_LEN
+                crc = crc32(payload, crc32(hdr, self._tx_states(peer_ip, ln)[0]))
+                if pad:
+                    crc = crc32(_ZEROS[:pad], crc)
+                hdr[4] = 0
+                self._send_one(b"".join((hdr, payload, _ZEROS[:pad], pack_crc(crc))), addr)
                 stats.packets_tx += 1
                 stats.bytes_tx += ln
             return
@@ -270,42 +280,47 @@ class Endpoint:
         n = len(pkts)
         sock = self._sock
         while i < n:
-            seg = pkts[i].length
-            j = i + 1
-            limit = min(n, i + _GSO_MAX_SEGS, i + _GSO_MAX_BYTES // seg if seg else n)
-            while j < limit and pkts[j].length == seg:
-                j += 1
-            if j < n and j < limit and pkts[j].length < seg:
-                j += 1  # a shorter last segment is allowed
+            h0, p0, pad0 = pkts[i]
+            seg = len(h0) + len(p0) + pad0 + ICRC_LEN
+            states = self._tx_states(peer_ip, seg)
+            limit = min(n, i + _GSO_MAX_SEGS, i + _GSO_MAX_BYTES // seg)
             bufs: list[bytes | bytearray | memoryview] = []
-            total = 0
-            for k in range(i, j):
-                p = pkts[k]
-                ln = p.length
-                st = self._tx_state(peer_ip, ln, k - i)
-                crc = crc32(p.payload, crc32(p.header, st))
-                if p.pad:
-                    pad = b"\0" * p.pad
-                    crc = crc32(pad, crc)
-                    tail = pad + struct.pack("<I", crc)
+            j = i
+            last_len = seg
+            while j < limit:
+                hdr, payload, pad = pkts[j]
+                ln = len(hdr) + len(payload) + pad + ICRC_LEN
+                if ln != seg:
+                    if ln > seg or j == i:
+                        break
+                    # a shorter segment may end the batch
+                    last_len = ln
+                    st = self._tx_states(peer_ip, ln)[j - i]
                 else:
-                    tail = struct.pack("<I", crc)
-                p.header[4] = 0
-                bufs.append(p.header)
-                if p.payload:
-                    bufs.append(p.payload)
-                bufs.append(tail)
-                total += ln
-            anc = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", seg))] if j - i > 1 else []
+                    st = states[j - i]
+                crc = crc32(payload, crc32(hdr, st))
+                hdr[4] = 0
+                bufs.append(hdr)
+                if payload:
+                    bufs.append(payload)
+                if pad:
+                    crc = crc32(_ZEROS[:pad], crc)
+                    bufs.append(_ZEROS[:pad])
+                bufs.append(pack_crc(crc))
+                j += 1
+                if ln != seg:
+                    break
+            count = j - i
+            anc = [(SOL_UDP, UDP_SEGMENT, _SEG.pack(seg))] if count > 1 else []
             with self._tx_lock:
                 try:
                     sock.sendmsg(bufs, anc, 0, addr)
                 except BlockingIOError:
-                    pass
+                    stats.dropped["tx_would_block"] += count
                 except OSError as e:
-                    stats.dropped[f"tx_error_{e.errno}"] += 1
-            stats.packets_tx += j - i
-            stats.bytes_tx += total
+                    stats.dropped[f"tx_error_{e.errno}"] += count
+            stats.packets_tx += count
+            stats.bytes_tx += seg * (count - 1) + last_len
             i = j
 
     def _send_one(self, dgram: bytes, addr: tuple[str, int]) -> None:
@@ -339,7 +354,7 @@ class Endpoint:
         mad = encode_cm(msg, tid=tid)
         hdr = bytearray(_BTH.pack(Opcode.UD_SEND_ONLY, 0, 0xFFFF, 0xFF000001, 0))
         hdr += struct.pack("!II", CM_QKEY, 1)
-        self.transmit(peer_ip, [OutPacket(hdr, mad, 0)])
+        self.transmit(peer_ip, [(hdr, mad, 0)])
 
     # ----------------------------------------------------------------------- receive
 
@@ -422,6 +437,10 @@ class Endpoint:
                     now = time.monotonic()
                     off = 0
                     index = 0
+                    if seg < nbytes and nbytes // seg >= 2:
+                        done = self._on_middle_run(buf, nbytes // seg, seg, src, now, touched)
+                        off = done * seg
+                        index = done
                     while off < nbytes:
                         ln = min(seg, nbytes - off)
                         self._on_datagram(mv[off : off + ln], src, index, now, touched)
@@ -440,6 +459,83 @@ class Endpoint:
                 ]
             for qp in due:
                 qp.on_timer(now)
+
+    def _on_middle_run(
+        self,
+        buf: bytearray,
+        count: int,
+        seg: int,
+        src: tuple[str, int],
+        now: float,
+        touched: set[QueuePair],
+    ) -> int:
+        """Fast path for a GRO batch that starts with consecutive RDMA WRITE MIDDLE packets of
+        one QP: verify their ICRCs, then let the QP place all payloads with one copy. Returns
+        how many leading segments were consumed (0: use the per-packet path)."""
+        arr = np.frombuffer(buf, np.uint8, count * seg).reshape(count, seg)
+        ops = arr[:, 0]
+        if ops[0] != Opcode.RDMA_WRITE_MIDDLE:
+            return 0
+        # The leading run of MIDDLE packets with identical bytes 1..7 (flags, P_Key, QP).
+        same = (ops == Opcode.RDMA_WRITE_MIDDLE) & (arr[:, 1:8] == arr[0, 1:8]).all(axis=1)
+        run = count if same.all() else int(np.argmin(same))
+        if run < 2 or arr[0, 1] != 0:
+            return 0
+        arr = arr[:run]
+        psns = (
+            (arr[:, 9].astype(np.uint32) << 16) | (arr[:, 10].astype(np.uint32) << 8) | arr[:, 11]
+        )
+        if not (np.diff(psns) & 0xFFFFFF == 1).all():
+            return 0
+        first4 = bytes(arr[0, :4])
+        dqp = int.from_bytes(bytes(arr[0, 5:8]), "big")
+        entry = self._qps.get(dqp)
+        if entry is None or entry[1] != src[0]:
+            return 0
+        stats = self.stats
+        if self.config.verify_icrc:
+            key5 = (src[0], src[1], seg, first4)
+            states = self._prefix_rx5.get(key5)
+            if states is None:
+                if len(self._prefix_rx5) > 1024:
+                    self._prefix_rx5.clear()
+                src_ip = ipaddress.IPv4Address(src[0]).packed
+                states = [
+                    zlib.crc32(
+                        b"\xff",
+                        zlib.crc32(
+                            first4,
+                            prefix_state(
+                                src=src_ip,
+                                dst=self._src,
+                                sport=src[1],
+                                dport=self.port,
+                                udp_payload_len=seg,
+                                ip_id=i,
+                            ),
+                        ),
+                    )
+                    for i in range(_GSO_MAX_SEGS)
+                ]
+                self._prefix_rx5[key5] = states
+            mv = memoryview(buf)
+            crc32 = zlib.crc32
+            off = 0
+            for i in range(run):
+                end = off + seg - ICRC_LEN
+                if crc32(mv[off + 5 : end], states[i]) != int.from_bytes(
+                    mv[end : end + 4], "little"
+                ):
+                    return 0  # let the per-packet path drop the bad one
+                off += seg
+        ackreq = bool((arr[:, 8] & 0x80).any())
+        payloads = arr[:, BTH_LEN : seg - ICRC_LEN]
+        if not entry[0].on_middle_run(int(psns[0]), payloads, ackreq, now):
+            return 0
+        stats.packets_rx += run
+        stats.bytes_rx += run * seg
+        touched.add(entry[0])
+        return run
 
     def _on_datagram(
         self,

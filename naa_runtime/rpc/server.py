@@ -123,7 +123,7 @@ class _Connection:
         self.local_comm_id = secrets.randbits(32)
         self.tid = tid
         self.memory = MemoryTable()
-        self.completions: queue.Queue[Completion | None] = queue.Queue()
+        self.completions: queue.SimpleQueue[Completion | None] = queue.SimpleQueue()
         self.closed = threading.Event()
         psn = secrets.randbits(24)
         ep = server.endpoint
@@ -147,7 +147,7 @@ class _Connection:
         self.thread = threading.Thread(
             target=self._run, name=f"naa-conn-{peer_ip}-{self.qp.qpn}", daemon=True
         )
-        self._kernel_busy: threading.Event | None = None
+        self.out_regions: list[_Region] = []
         self.mrsp_done = False
 
     # --- completion plumbing -----------------------------------------------------------
@@ -158,8 +158,9 @@ class _Connection:
         while not self.closed.is_set():
             if deadline is not None and time.monotonic() > deadline:
                 return None
+            wait = 0.5 if deadline is None else max(0.001, min(0.5, deadline - time.monotonic()))
             try:
-                c = self.completions.get(timeout=0.5)
+                c = self.completions.get(timeout=wait)
             except queue.Empty:
                 continue
             if c is None:
@@ -254,100 +255,141 @@ class _Connection:
         self.qp.post_send(wr_id=_WR_MRSP, data=encode_a(answer), solicited=True)
         return True
 
+    def _reply(self, rc: int) -> None:
+        """Write every output region back, the last write carrying `rc` in bits 31..8."""
+        reply_imm = (rc & 0xFFFFFF) << 8
+        outs = self.out_regions
+        if not outs:
+            r0 = self.regions[0] if self.regions else None
+            self.qp.post_write(
+                wr_id=_WR_RPC,
+                local=memoryview(b""),
+                remote_va=r0.host_va if r0 else 0,
+                rkey=r0.host_rkey if r0 else 0,
+                imm=reply_imm,
+                solicited=True,
+            )
+            return
+        for i, r in enumerate(outs):
+            last = i == len(outs) - 1
+            self.qp.post_write(
+                wr_id=_WR_RPC,
+                local=memoryview(r.buffer),
+                remote_va=r.host_va,
+                rkey=r.host_rkey,
+                imm=reply_imm if last else None,
+                solicited=last,
+            )
+
     def _serve_rpcs(self) -> None:
         server = self.server
         inputs = [memoryview(r.buffer) for r in self.regions if r.flags & MrFlags.INPUT]
         outputs = [memoryview(r.buffer) for r in self.regions if r.flags & MrFlags.OUTPUT]
-        out_regions = [r for r in self.regions if r.flags & MrFlags.OUTPUT]
+        self.out_regions = [r for r in self.regions if r.flags & MrFlags.OUTPUT]
         in_bytes = sum(len(v) for v in inputs)
+        out_bytes = sum(len(v) for v in outputs)
+        obs = server.observer
         while True:
             c = self._next(WcOpcode.RECV_RDMA_WITH_IMM)
             if c is None:
                 return
             imm = c.imm or 0
+            # The next RPC's receive goes up before this reply can reach the host: no RNR.
             self.qp.post_recv(wr_id=_WR_RPC)
             fn = imm & 0x7F
-            user = imm >> 8
-            rc = self._dispatch(
-                fn=fn, valid=bool(imm & 0x80) and fn != 0, user=user, inputs=inputs, outputs=outputs
-            )
-            server.stats.rpcs[(fn, result_name(rc))] += 1
-            reply_imm = (rc & 0xFFFFFF) << 8
-            if out_regions:
-                for i, r in enumerate(out_regions):
-                    last = i == len(out_regions) - 1
-                    self.qp.post_write(
-                        wr_id=_WR_RPC,
-                        local=memoryview(r.buffer),
-                        remote_va=r.host_va,
-                        rkey=r.host_rkey,
-                        imm=reply_imm if last else None,
-                        solicited=last,
-                    )
-            else:
-                r0 = self.regions[0] if self.regions else None
-                self.qp.post_write(
-                    wr_id=_WR_RPC,
-                    local=memoryview(b""),
-                    remote_va=r0.host_va if r0 else 0,
-                    rkey=r0.host_rkey if r0 else 0,
-                    imm=reply_imm,
-                    solicited=True,
-                )
-            if server.observer is not None:
-                server.observer.on_bytes(received=in_bytes, sent=sum(len(v) for v in outputs))
-
-    def _dispatch(
-        self,
-        *,
-        fn: int,
-        valid: bool,
-        user: int,
-        inputs: list[memoryview],
-        outputs: list[memoryview],
-    ) -> int:
-        server = self.server
-        kernel = server.kernels(fn) if valid else None
-        if kernel is None:
-            log.info("RPC from %s: no kernel bound to fn code %d", self.peer_ip, fn)
-            return UNKNOWN_FUNCTION
-        if self._kernel_busy is not None:
-            # The previous kernel overran its deadline and is still running: let it finish
-            # before the next one touches the same regions.
-            self._kernel_busy.wait()
-        obs = server.observer
-        start = time.monotonic()
-        deadline = start + server.kernel_timeout
-        if obs is not None:
-            obs.on_kernel_start(fn_code=fn)
-        result: list[int] = []
-        done = threading.Event()
-
-        def run() -> None:
+            valid = bool(imm & 0x80) and fn != 0
+            kernel = server.kernels(fn) if valid else None
+            if obs is not None:
+                obs.on_bytes(received=in_bytes, sent=out_bytes)
+            if kernel is None:
+                log.info("RPC from %s: no kernel bound to fn code %d", self.peer_ip, fn)
+                self._finish(_Rpc(fn, time.monotonic()), UNKNOWN_FUNCTION)
+                continue
+            start = time.monotonic()
+            rpc = _Rpc(fn, start + server.kernel_timeout)
+            if obs is not None:
+                obs.on_kernel_start(fn_code=fn)
+            # The kernel runs on this connection's thread; the server's watchdog answers
+            # KERNEL_TIMEOUT on its behalf if it overruns, and its late result is dropped.
+            server._watchdog.watch(rpc, self)
             try:
-                result.append(
-                    int(kernel(inputs=inputs, outputs=outputs, user=user, deadline=deadline))
+                rc = int(
+                    kernel(inputs=inputs, outputs=outputs, user=imm >> 8, deadline=rpc.deadline)
                 )
             except KernelTimeout:
-                result.append(KERNEL_TIMEOUT)
+                rc = KERNEL_TIMEOUT
             except Exception:
                 log.exception("kernel for fn code %d failed", fn)
-                result.append(KERNEL_FAILED)
+                rc = KERNEL_FAILED
             finally:
-                done.set()
-
-        threading.Thread(target=run, name=f"naa-kernel-{fn}", daemon=True).start()
-        if not done.wait(timeout=server.kernel_timeout):
-            self._kernel_busy = done
-            rc = KERNEL_TIMEOUT
-        else:
-            self._kernel_busy = None
-            rc = result[0] if result else KERNEL_FAILED
-            if rc == NAA_SUCCESS and time.monotonic() > deadline:
+                server._watchdog.unwatch(rpc)
+            if rc == NAA_SUCCESS and time.monotonic() > rpc.deadline:
                 rc = KERNEL_TIMEOUT
-        if obs is not None:
-            obs.on_kernel_end(fn_code=fn, seconds=time.monotonic() - start, return_code=rc)
-        return rc
+            if obs is not None:
+                obs.on_kernel_end(fn_code=fn, seconds=time.monotonic() - start, return_code=rc)
+            self._finish(rpc, rc)
+
+    def _finish(self, rpc: _Rpc, rc: int) -> None:
+        """Reply once per RPC (the watchdog and the worker may race)."""
+        with rpc.lock:
+            if rpc.answered:
+                return
+            rpc.answered = True
+        self.server.stats.rpcs[(rpc.fn, result_name(rc))] += 1
+        if not self.closed.is_set():
+            self._reply(rc)
+
+
+class _Rpc:
+    __slots__ = ("answered", "deadline", "fn", "lock")
+
+    def __init__(self, fn: int, deadline: float) -> None:
+        self.fn = fn
+        self.deadline = deadline
+        self.lock = threading.Lock()
+        self.answered = False
+
+
+class _Watchdog:
+    """One thread per server that answers KERNEL_TIMEOUT for kernels past their deadline."""
+
+    def __init__(self, *, start: bool) -> None:
+        self._cond = threading.Condition()
+        self._watched: dict[_Rpc, _Connection] = {}
+        self._running = start
+        if start:
+            threading.Thread(target=self._run, name="naa-kernel-watchdog", daemon=True).start()
+
+    def watch(self, rpc: _Rpc, conn: _Connection) -> None:
+        with self._cond:
+            self._watched[rpc] = conn
+            self._cond.notify()
+
+    def unwatch(self, rpc: _Rpc) -> None:
+        with self._cond:
+            self._watched.pop(rpc, None)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._running:
+                    return
+                now = time.monotonic()
+                due = [(r, c) for r, c in self._watched.items() if r.deadline <= now]
+                for r, _ in due:
+                    del self._watched[r]
+                if not due:
+                    nxt = min((r.deadline for r in self._watched), default=None)
+                    self._cond.wait(None if nxt is None else max(0.0, nxt - now) + 0.001)
+                    continue
+            for r, c in due:
+                log.warning("kernel for fn code %d passed its deadline: KERNEL_TIMEOUT", r.fn)
+                c._finish(r, KERNEL_TIMEOUT)
 
 
 class RpcServer:
@@ -387,6 +429,7 @@ class RpcServer:
         self._lock = threading.Lock()
         self._conns: dict[tuple[str, int], _Connection] = {}
         self._endpoint: Endpoint | None = None
+        self._watchdog = _Watchdog(start=False)
         self.stats = RpcStats(transport=TransportStats())
 
     @property
@@ -406,6 +449,7 @@ class RpcServer:
         """Bind the socket and start serving (synchronous)."""
         if self._endpoint is not None:
             return
+        self._watchdog = _Watchdog(start=True)
         ep = Endpoint(
             address=self.address,
             port=self.port,
@@ -423,6 +467,7 @@ class RpcServer:
         if self._endpoint is not None:
             self._endpoint.stop()
             self._endpoint = None
+        self._watchdog.stop()
 
     def drop_connections(self) -> None:
         with self._lock:
