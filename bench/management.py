@@ -7,13 +7,18 @@ Prints, in one run:
 2. The energy counter's error over a synthetic 90 % duty cycle run in real time (kernel
    start/end events as the RPC server reports them), against the exact model energy, and the
    ratio to a 1 Hz trapezoid integration of the reported power (what a slow poller gets).
+3. Power under real RoCEv2 RPC load: a host loop of 45 ms `test.busy` RPCs against a
+   SoftwareNAA with its RPC server, power from the µJ counter, against idle (baseline) and
+   against the model's prediction from the kernel time the NAA measured.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,10 +31,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from naa_runtime.bitstream import digest_of
 from naa_runtime.kernels import default_registry
 from naa_runtime.management import create_app, naa_registry
-from naa_runtime.naa import NAAConfig, SoftwareNAA
-from naa_runtime.sensors import ActivityAccumulator, PowerModel, SensorSampler
+from naa_runtime.naa import NAAConfig, NAAState, SoftwareNAA
+from naa_runtime.sensors import ActivityAccumulator, PowerModel, SensorSampler, power_watts
+from naa_runtime.serve import ServeOptions, rpc_data_plane
 
 REQUESTS = 3000
 CONCURRENCY = 8
@@ -134,11 +141,85 @@ def bench_energy(progress: Progress) -> tuple[float, float, float, float]:
     return seconds, exact, counter, trapezoid * seconds / span
 
 
+BUSY_DOC = b"kind: SoftwareBitstream\nfunctions: [{name: busy, fnCode: 20, kernel: test.busy}]\n"
+LOAD_SECONDS = 5.0
+
+
+async def bench_rpc_load(progress: Progress, workdir: Path) -> dict[str, float]:
+    import numpy as np
+
+    from naa_runtime.client import Naa, reset_naa_spec
+
+    naa_address, host_address = "127.0.0.201", "127.1.250.1"
+    config = NAAConfig(name="bench-load", address=naa_address, flash_seconds=0)
+    naa = SoftwareNAA(
+        config=config,
+        registry=default_registry(),
+        data_plane=rpc_data_plane(
+            config=config, options=ServeOptions(mgmt_address="", mgmt_port=0, token=None)
+        ),
+    )
+    await naa.start()
+    try:
+        artifact = workdir / "busy.yaml"
+        artifact.write_bytes(BUSY_DOC)
+        await naa.flash(
+            name="busy", digest=digest_of(BUSY_DOC), artifact=artifact.as_uri(), force=False
+        )
+        while naa.state is not NAAState.READY:
+            await asyncio.sleep(0.01)
+
+        async def power_over(seconds: float) -> float:
+            before = naa.sensor_sample()
+            await asyncio.sleep(seconds)
+            after = naa.sensor_sample()
+            joules = (after.energy_microjoules - before.energy_microjoules) / 1e6
+            return joules / ((after.timestamp_ns - before.timestamp_ns) / 1e9)
+
+        idle = await power_over(2.0)
+        os.environ["NAA_SPEC"] = f"{naa_address}::20:1"
+        reset_naa_spec()
+        task = progress.add_task("45 ms RPCs", total=LOAD_SECONDS)
+
+        def load() -> int:
+            calls = 0
+            with Naa(20, inputs=[np.zeros(4096, np.uint8)], local_address=host_address) as rpc:
+                t0 = time.monotonic()
+                while (elapsed := time.monotonic() - t0) < LOAD_SECONDS:
+                    assert rpc(user=45) == 0
+                    calls += 1
+                    progress.update(task, completed=min(elapsed, LOAD_SECONDS))
+            return calls
+
+        before = naa.sensor_sample()
+        kernel_before = sum(naa.stats().kernel_seconds.values())
+        calls = await asyncio.to_thread(load)
+        await asyncio.sleep(0.05)
+        after = naa.sensor_sample()
+        kernel_seconds = sum(naa.stats().kernel_seconds.values()) - kernel_before
+        wall = (after.timestamp_ns - before.timestamp_ns) / 1e9
+        loaded = (after.energy_microjoules - before.energy_microjoules) / 1e6 / wall
+        predicted = power_watts(
+            model=config.power, busy=kernel_seconds / wall, flashing=0, bits_per_second=0
+        )
+        return {
+            "idle": idle,
+            "loaded": loaded,
+            "predicted": predicted,
+            "busy": kernel_seconds / wall,
+            "calls": calls,
+        }
+    finally:
+        await naa.stop()
+
+
 def main() -> None:
     console = Console()
     with Progress(console=console, transient=True) as progress:
         rates = asyncio.run(bench_http(progress))
         seconds, exact, counter, trapezoid = bench_energy(progress)
+        with tempfile.TemporaryDirectory() as workdir:
+            load = asyncio.run(bench_rpc_load(progress, Path(workdir)))
     table = Table(title="management plane (requests/s, concurrency 8)")
     table.add_column("endpoint")
     table.add_column("req/s", justify="right")
@@ -161,6 +242,22 @@ def main() -> None:
         f"at 90 % duty plus transfers); counter error / 1 Hz error = "
         f"{abs(counter - exact) / max(abs(trapezoid - exact), 1e-9):.3f}"
     )
+    rpc = Table(title=f"real RoCEv2 RPC load ({int(load['calls'])} × 45 ms test.busy RPCs)")
+    rpc.add_column("")
+    rpc.add_column("watts (µJ counter)", justify="right")
+    rpc.add_column("ratio to idle", justify="right")
+    rpc.add_row("idle (baseline)", f"{load['idle']:.2f}", "1.00")
+    rpc.add_row(
+        f"under load (busy {load['busy']:.1%})",
+        f"{load['loaded']:.2f}",
+        f"{load['loaded'] / load['idle']:.2f}",
+    )
+    rpc.add_row(
+        "model at that busy fraction",
+        f"{load['predicted']:.2f}",
+        f"{load['predicted'] / load['idle']:.2f}",
+    )
+    console.print(rpc)
 
 
 if __name__ == "__main__":

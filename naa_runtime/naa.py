@@ -14,7 +14,6 @@ import enum
 import hashlib
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -283,7 +282,6 @@ class SoftwareNAA:
         )
         self.data_plane = data_plane(self.lookup, self.observer) if data_plane else None
         self._flash_task: asyncio.Task[None] | None = None
-        self.started_at = time.time()
 
     # -- data plane side (any thread) ------------------------------------------------------
 
