@@ -49,31 +49,47 @@ def build(
         bool, typer.Option("--force", envvar="NAAICE_FORCE", help="Rebuild even if cached.")
     ] = False,
 ) -> None:
-    """Build the pinned Kubernetes, etcd and KWOK binaries into $NAAICE_CACHE (once)."""
+    """Build the pinned Kubernetes, etcd, KWOK and Helm binaries into $NAAICE_CACHE (once)."""
+    with _errors():
+        _build_cluster_binaries(force=force)
+        _build_helm(force=force)
+
+
+def _build_helm(*, force: bool) -> None:
+    from naaice_cluster import helm
+
+    if not force and helm.helm_current():
+        console.print(f"Helm {helm.HELM_VERSION} is cached in {helm.helm_dir()}")
+        return
+    with console.status(f"go build helm {helm.HELM_VERSION}"):
+        record = helm.build_helm(force=force)
+    console.print(f"built Helm in {record.get('totalSeconds')} s into {helm.helm_dir()}")
+
+
+def _build_cluster_binaries(*, force: bool) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from naaice_cluster import build as b
     from naaice_cluster.paths import KUBE_VERSION, bin_dir
 
-    with _errors():
-        if not force and b.cached_binaries_current():
-            console.print(f"binaries for Kubernetes {KUBE_VERSION} are cached in {bin_dir()}")
-            return
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
-            task = progress.add_task("go build", total=len(b.ALL_BINARIES) + 1)
+    if not force and b.cached_binaries_current():
+        console.print(f"binaries for Kubernetes {KUBE_VERSION} are cached in {bin_dir()}")
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("go build", total=len(b.ALL_BINARIES) + 1)
 
-            def on_step(name: str, index: int, _total: int) -> None:
-                progress.update(task, completed=index, description=f"go build {name}")
+        def on_step(name: str, index: int, _total: int) -> None:
+            progress.update(task, completed=index, description=f"go build {name}")
 
-            record = b.build(force=force, progress=on_step)
-            progress.update(task, completed=len(b.ALL_BINARIES) + 1, description="done")
-        console.print(f"built in {record.get('totalSeconds')} s into {bin_dir()}")
+        record = b.build(force=force, progress=on_step)
+        progress.update(task, completed=len(b.ALL_BINARIES) + 1, description="done")
+    console.print(f"built in {record.get('totalSeconds')} s into {bin_dir()}")
 
 
 def _with_status(message: str, fn: Callable[[Callable[[str], None]], T]) -> T:

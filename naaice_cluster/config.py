@@ -21,6 +21,8 @@ FAKE_NODE_TOLERATION = {
     "effect": "NoSchedule",
 }
 SERVICE_CIDR = "10.0.0.0/24"
+#: CN of the client certificate the apiserver presents to aggregated API servers.
+FRONT_PROXY_CLIENT = "front-proxy-client"
 NODE_IP = "127.0.0.1"
 
 
@@ -177,6 +179,15 @@ def apiserver_args(*, binary: Path, layout: Layout, ports: Ports) -> list[str]:
         "--allow-privileged=true",
         "--profiling=false",
         f"--cert-dir={pki}",
+        # Request-header (front proxy) auth: API aggregation works, and components that read
+        # kube-system/extension-apiserver-authentication find a CA there.
+        f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / (FRONT_PROXY_CLIENT + '.crt')}",
+        f"--proxy-client-key-file={pki / (FRONT_PROXY_CLIENT + '.key')}",
     ]
 
 

@@ -212,6 +212,10 @@ def _write_pki(layout: config.Layout) -> tuple[str, dict[str, str]]:
         hosts=pki.APISERVER_HOSTS,
     )
     pki.create_service_account_key(layout.pki / "sa.key")
+    # The aggregation layer's identity towards extension apiservers (request-header auth).
+    pki.issue_client_cert(
+        ca_cert=ca.cert, ca_key=ca.key, out_dir=layout.pki, name=config.FRONT_PROXY_CLIENT
+    )
     tokens = {
         "admin": secrets.token_hex(24),
         "kube-controller-manager": secrets.token_hex(24),

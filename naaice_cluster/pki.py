@@ -139,6 +139,37 @@ def issue_serving_cert(
     return CertPaths(cert=crt_path, key=key_path, ca=ca_cert)
 
 
+def issue_client_cert(
+    *, ca_cert: Path, ca_key: Path, out_dir: Path, name: str, groups: tuple[str, ...] = ()
+) -> CertPaths:
+    """Issue a TLS client certificate (CN=`name`, O=`groups`) signed by the cluster CA."""
+    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    ca_private = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    if not isinstance(ca_private, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise TypeError(f"{ca_key} holds an unsupported key type")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, name)]
+    attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_private, hashes.SHA256())
+    )
+    crt_path, key_path = out_dir / f"{name}.crt", out_dir / f"{name}.key"
+    crt_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key_path, key)
+    return CertPaths(cert=crt_path, key=key_path, ca=ca_cert)
+
+
 def create_service_account_key(path: Path) -> Path:
     """An RSA key the apiserver uses both to sign and to verify service-account tokens."""
     _write_key(path, rsa.generate_private_key(public_exponent=65537, key_size=2048))

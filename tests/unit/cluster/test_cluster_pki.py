@@ -45,3 +45,15 @@ def test_keys_are_private_to_the_owner(tmp_path: Path) -> None:
     assert isinstance(
         x509.load_pem_x509_certificate(ca.cert.read_bytes()).public_key(), ec.EllipticCurvePublicKey
     )
+
+
+def test_front_proxy_client_certificate_is_for_client_auth_only(tmp_path: Path) -> None:
+    ca = pki.create_ca(tmp_path)
+    client = pki.issue_client_cert(
+        ca_cert=ca.cert, ca_key=ca.key, out_dir=tmp_path, name="front-proxy-client"
+    )
+    cert = x509.load_pem_x509_certificate(client.cert.read_bytes())
+    cn = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value
+    assert cn == "front-proxy-client"
+    usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
