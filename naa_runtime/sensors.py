@@ -191,7 +191,9 @@ class SensorSampler:
         self.sample_hz = sample_hz
         self._activity = activity
         self._lock = threading.Lock()
-        self._energy_joules = 0.0
+        # Whole µJ as an int (exact for any run length) plus the fraction not yet counted.
+        self._energy_uj = 0
+        self._energy_fraction_uj = 0.0
         self._celsius = next_temperature(
             model=model, celsius=model.ambient_celsius, watts=model.idle_watts, seconds=math.inf
         )
@@ -218,7 +220,10 @@ class SensorSampler:
                     flashing=window.flashing_seconds / seconds,
                     bits_per_second=window.bytes * 8 / seconds,
                 )
-                self._energy_joules += watts * seconds
+                self._energy_fraction_uj += watts * seconds * 1e6
+                whole = int(self._energy_fraction_uj)
+                self._energy_uj += whole
+                self._energy_fraction_uj -= whole
                 self._celsius = next_temperature(
                     model=self.model, celsius=self._celsius, watts=watts, seconds=seconds
                 )
@@ -231,7 +236,7 @@ class SensorSampler:
                 power_watts=(
                     sum(j for _, j, _ in self._recent) / total if total else self.model.idle_watts
                 ),
-                energy_microjoules=int(self._energy_joules * 1e6),
+                energy_microjoules=self._energy_uj,
                 temperature_celsius=self._celsius,
                 busy=min(sum(b for _, _, b in self._recent) / total, 1.0) if total else 0.0,
             )

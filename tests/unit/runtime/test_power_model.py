@@ -133,3 +133,16 @@ def test_the_counter_never_decreases_and_timestamps_strictly_increase() -> None:
 def test_sample_rates_outside_1_to_10000_hz_are_refused() -> None:
     with pytest.raises(ValueError, match="sample rate"):
         _sampler(hz=0.5)
+
+
+def test_the_counter_keeps_microjoule_resolution_however_large_it_grows() -> None:
+    # 123 kW for 2^20 s is 1.3e11 J, where a float of joules resolves only ~15 µJ; the times
+    # are exact binary fractions so that only the counter's own arithmetic is tested.
+    watts = 123_456.789
+    model = PowerModel(idle_watts=watts, active_watts=watts)
+    sampler = SensorSampler(
+        model=model, activity=ActivityAccumulator(now=0.0), now=0.0, realtime_ns=1000
+    )
+    before = sampler.sample(now=2.0**20, realtime_ns=2000).energy_microjoules
+    after = sampler.sample(now=2.0**20 + 2.0**-7, realtime_ns=3000).energy_microjoules
+    assert after - before == pytest.approx(watts * 2.0**-7 * 1e6, abs=1)
