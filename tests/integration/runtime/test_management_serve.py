@@ -185,20 +185,22 @@ def test_metrics_parse_as_prometheus_text(software_naa: SoftwareNAAFactory) -> N
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
-def test_the_example_test_kernels_bitstream_flashes_with_its_published_digest(
-    software_naa: SoftwareNAAFactory,
+@pytest.mark.parametrize("example", ["test-kernels", "poet-surrogate"])
+def test_each_example_bitstream_flashes_with_its_published_digest(
+    software_naa: SoftwareNAAFactory, example: str
 ) -> None:
     import yaml
 
-    bitstream = yaml.safe_load((EXAMPLES / "bitstream-test-kernels.yaml").read_text())
-    artifact = EXAMPLES / "bitstreams" / "test-kernels.yaml"
+    bitstream = yaml.safe_load((EXAMPLES / f"bitstream-{example}.yaml").read_text())
+    artifact = EXAMPLES / "bitstreams" / f"{example}.yaml"
     naa = software_naa()
     request = {
         "name": bitstream["metadata"]["name"],
         "digest": bitstream["spec"]["digest"],
         "artifact": artifact.as_uri(),
     }
-    assert naa.post("/v1/flash", request)[0] == 202
+    status, body = naa.post("/v1/flash", request)
+    assert status == 202, body
     health = naa.wait_for_state("Ready")
     assert health["functions"] == [f["fnCode"] for f in bitstream["spec"]["functions"]]
 
