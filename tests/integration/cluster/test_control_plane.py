@@ -147,3 +147,11 @@ def test_cluster_cli_up_logs_down_leaves_no_processes_or_files(tmp_path: Path) -
     gone = _naaice("cluster", "status", "--name", name)
     assert gone.returncode == 1
     assert "naaice cluster up" in gone.stderr
+
+
+def test_api_client_talks_to_the_cluster_with_the_admin_credentials(cluster: cp.Cluster) -> None:
+    from kubernetes import client
+
+    with cluster.api_client() as api:
+        nodes = client.CoreV1Api(api).list_node()
+    assert "naa-node-0" in [n.metadata.name for n in nodes.items]
