@@ -255,15 +255,27 @@ def flash(  # noqa: PLR0917 - typer reads every option from this signature
     artifact: Annotated[Path, typer.Argument(help="Software bitstream file (YAML/JSON).")],
     endpoint: EndpointOption = "http://127.0.0.10:9010",
     token_file: TokenFileOption = None,
-    name: Annotated[
-        str | None, typer.Option(help="Bitstream name to report (default: the file's stem).")
+    bitstream_name: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("bitstream-name"),
+            help="Bitstream name to report (default: the file's stem).",
+        ),
     ] = None,
     digest: Annotated[
         str | None,
-        typer.Option(help="Expected sha256:<hex> (default: computed from the file)."),
+        typer.Option(
+            envvar=_env("digest"), help="Expected sha256:<hex> (default: computed from the file)."
+        ),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Flash even while RPC connections are open.")] = False,
-    wait: Annotated[float, typer.Option(help="Seconds to wait for Ready (0: do not wait).")] = 60,
+    force: Annotated[
+        bool,
+        typer.Option(envvar=_env("force"), help="Flash even while RPC connections are open."),
+    ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(envvar=_env("wait"), help="Seconds to wait for Ready (0: do not wait)."),
+    ] = 60,
 ) -> None:
     """Flash a software bitstream file onto a running NAA (digest computed unless given)."""
     from naa_runtime.bitstream import digest_of
@@ -276,7 +288,7 @@ def flash(  # noqa: PLR0917 - typer reads every option from this signature
         raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from exc
     client = _client(endpoint, token_file)
     body = {
-        "name": name or path.stem,
+        "name": bitstream_name or path.stem,
         "digest": digest or digest_of(data),
         "artifact": path.as_uri(),
         "force": force,
