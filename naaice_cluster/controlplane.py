@@ -105,6 +105,19 @@ class Cluster:
 
         return kconfig.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
 
+    def issue_webhook_cert(
+        self, out_dir: Path, *, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+    ) -> pki.CertPaths:
+        """A serving certificate for an admission webhook on this machine. The webhook
+        configuration's caBundle must be the returned `ca`: the cluster CA for the embedded
+        cluster, a CA of our own (kept in the run dir) for an external one."""
+        ca_dir = self.layout.pki if not self.external else self.run_dir / "webhook-ca"
+        if not (ca_dir / "ca.key").exists():
+            pki.create_ca(ca_dir, common_name="naaice-webhook-ca")
+        return pki.issue_serving_cert(
+            ca_cert=ca_dir / "ca.crt", ca_key=ca_dir / "ca.key", out_dir=out_dir, hosts=hosts
+        )
+
     def pod_dir(self, namespace: str, pod: str) -> Path | None:
         """The pod runner's directory of the newest pod `namespace/pod` (logs, volumes)."""
         candidates = sorted(

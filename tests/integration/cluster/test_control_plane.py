@@ -4,6 +4,7 @@ no processes or files behind."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -155,3 +156,81 @@ def test_api_client_talks_to_the_cluster_with_the_admin_credentials(cluster: cp.
     with cluster.api_client() as api:
         nodes = client.CoreV1Api(api).list_node()
     assert "naa-node-0" in [n.metadata.name for n in nodes.items]
+
+
+def test_webhook_cert_from_the_cluster_is_trusted_by_the_apiserver(
+    cluster: cp.Cluster, namespace: str, tmp_path: Path
+) -> None:
+    import http.server
+    import ssl
+    import threading
+
+    certs = cluster.issue_webhook_cert(tmp_path)
+    seen: list[str] = []
+
+    class Deny(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(review["request"]["name"])
+            answer = {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {
+                    "uid": review["request"]["uid"],
+                    "allowed": False,
+                    "status": {"message": "denied by the test webhook"},
+                },
+            }
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Deny)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs.cert, certs.key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    name = f"test-{namespace}"
+    config = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": "deny.naaice.io",
+                "clientConfig": {
+                    "url": f"https://127.0.0.1:{port}/validate",
+                    "caBundle": base64.b64encode(certs.ca.read_bytes()).decode(),
+                },
+                "rules": [
+                    {
+                        "operations": ["CREATE"],
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "resources": ["configmaps"],
+                    }
+                ],
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            }
+        ],
+    }
+    try:
+        assert cluster.kubectl("apply", "-f", "-", input=json.dumps(config)).returncode == 0
+        res = cluster.kubectl("create", "configmap", "probe", "-n", namespace)
+        assert res.returncode != 0
+        assert "denied by the test webhook" in res.stderr
+        assert seen == ["probe"]
+    finally:
+        cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
+        server.shutdown()
+        server.server_close()
