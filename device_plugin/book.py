@@ -185,7 +185,11 @@ class EnergyBook:
             dev = self._device(name)
             dev.ledger.bind(job=job, at_ns=at_ns)
             for unit, total in dev.work_total.items():
-                dev.work_base.setdefault((job, unit), total)
+                final = dev.work_final.pop((job, unit), None)
+                if final is not None:  # re-acquired: continue the count, skip the interval
+                    dev.work_base[(job, unit)] = total - final
+                else:
+                    dev.work_base.setdefault((job, unit), total)
 
     def unbind(self, name: str, *, job: JobKey, at_ns: int) -> None:
         with self._lock:

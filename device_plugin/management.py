@@ -156,7 +156,8 @@ class ManagementClient:
 
     async def work_counters(self) -> dict[str, float] | ProbeFailure:
         """Work the NAA reports on its `/metrics`: successful kernel runs (`kernel_run`) and,
-        when the runtime exports `naa_training_epochs_total`, training epochs (`epoch`)."""
+        when its kernels count epochs (`naa_<…>epochs_total`, e.g. `naa_training_epochs_total`),
+        training epochs (`epoch`)."""
         from prometheus_client.parser import text_string_to_metric_families
 
         url = self.endpoint + "/metrics"
@@ -176,7 +177,8 @@ class ManagementClient:
                         and sample.labels.get("result") == "ok"
                     ):
                         work["kernel_run"] = work.get("kernel_run", 0.0) + sample.value
-                    elif sample.name == "naa_training_epochs_total":
+                    elif sample.name.startswith("naa_") and sample.name.endswith("epochs_total"):
+                        # Kernels report work as `naa_<unit>_total` (e.g. training_epochs).
                         work["epoch"] = work.get("epoch", 0.0) + sample.value
         except ValueError as exc:
             return ProbeFailure(True, "MalformedResponse", f"{url}: {exc}")

@@ -276,6 +276,7 @@ class JobEnergy:
     error_bound_j: float = 0.0
     peak_power_w: float = 0.0
     late_ns: int = 0
+    prior_bound_ns: int = 0
 
     @property
     def finished(self) -> bool:
@@ -284,7 +285,7 @@ class JobEnergy:
     def bound_ns(self, *, until_ns: int) -> int:
         """Bound time up to `until_ns` (or to the unbind time, whichever is earlier)."""
         end = until_ns if self.unbound_at_ns is None else min(self.unbound_at_ns, until_ns)
-        return max(0, end - self.bound_at_ns)
+        return self.prior_bound_ns + max(0, end - self.bound_at_ns)
 
     def coverage(self, *, until_ns: int) -> float:
         """Fraction of the bound time (up to `until_ns`) whose energy was measured, 0–1."""
@@ -449,15 +450,22 @@ class DeviceEnergy:
             if open_binding.job == job:
                 return
             self.unbind(job=open_binding.job, at_ns=max(at_ns, open_binding.start_ns))
-        if job in self._jobs and self._jobs[job].finished:
-            raise BindingError(
-                f"job {job} already held device {self.device} and released it; a re-acquired "
-                f"Lease must carry a new holder identity (a new NAAJob UID)"
-            )
-        entry = JobEnergy(job=job, bound_at_ns=at_ns)
+        entry = self._jobs.get(job)
+        if entry is not None and entry.unbound_at_ns is not None:
+            # The same NAAJob re-acquired the device (e.g. a retry after a failed attempt):
+            # its counter continues, and its bound time adds up over the intervals.
+            if at_ns < entry.unbound_at_ns:
+                raise BindingError(
+                    f"job {job} re-binds device {self.device} at {at_ns} ns, before its release "
+                    f"at {entry.unbound_at_ns} ns; check the Lease's naaice.io/bound-at"
+                )
+            entry.prior_bound_ns += entry.unbound_at_ns - entry.bound_at_ns
+            entry.bound_at_ns, entry.unbound_at_ns = at_ns, None
+        else:
+            entry = JobEnergy(job=job, bound_at_ns=at_ns)
         effective = at_ns
         if self._committed_ns is not None and at_ns < self._committed_ns:
-            entry.late_ns = self._committed_ns - at_ns
+            entry.late_ns += self._committed_ns - at_ns
             effective = self._committed_ns
         self._jobs[job] = entry
         self._bindings.append(_Binding(job=job, start_ns=effective))

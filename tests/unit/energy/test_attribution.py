@@ -222,3 +222,26 @@ def test_a_job_spanning_an_agent_restart_is_before_plus_after_minus_the_gap() ->
     assert whole.joules == pytest.approx(50.0 * 3 + 70.0 * 4, rel=1e-9)
     assert whole.uncovered_s == pytest.approx(5.0)
     assert whole.coverage == pytest.approx(7 / 12)
+
+
+def test_a_job_that_re_acquires_the_device_continues_its_counter_and_bound_time() -> None:
+    ledger = DeviceEnergy(device="d", config=IntegratorConfig(nominal_period_s=0.1))
+    ledger.bind(job=A, at_ns=_ns(0.0))
+    ledger.unbind(job=A, at_ns=_ns(1.0))
+    ledger.bind(job=B, at_ns=_ns(1.0))
+    ledger.unbind(job=B, at_ns=_ns(2.0))
+    ledger.bind(job=A, at_ns=_ns(2.5))
+    for i in range(31):
+        ledger.add_sample(_s(i * 0.1, 10.0))
+    ledger.commit(until_ns=_ns(3.0))
+    a, b = ledger.job(A), ledger.job(B)
+    assert a is not None
+    assert b is not None
+    assert a.joules == pytest.approx(15.0, rel=1e-9)
+    assert a.bound_ns(until_ns=_ns(3.0)) == round(1.5 * 1e9)
+    assert a.coverage(until_ns=_ns(3.0)) == pytest.approx(1.0)
+    assert b.joules == pytest.approx(10.0, rel=1e-9)
+    assert ledger.totals.unbound_j == pytest.approx(5.0, rel=1e-9)
+    ledger.unbind(job=A, at_ns=_ns(4.0))
+    with pytest.raises(BindingError, match="before its release"):
+        ledger.bind(job=A, at_ns=_ns(3.5))
