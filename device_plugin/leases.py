@@ -30,7 +30,10 @@ from naaice.api import (
 )
 from naaice.energy import EnergyError, JobKey
 
-__all__ = ["LeaseBinding", "LeaseWatcher", "binding_from_lease"]
+__all__ = ["ANNOTATION_UNBOUND_AT", "LeaseBinding", "LeaseWatcher", "binding_from_lease"]
+
+# Proposed contract extension (docs/device-plugin.md): the release instant, RFC 3339 ns.
+ANNOTATION_UNBOUND_AT = f"{GROUP}/unbound-at"
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ class LeaseBinding:
     naa: str
     job: JobKey
     bound_at_ns: int
+    unbound_at_ns: int | None = None
 
 
 def binding_from_lease(
@@ -51,7 +55,9 @@ def binding_from_lease(
     created_ns: int | None,
 ) -> LeaseBinding | None:
     """Pure: the binding an allocation Lease states, or None for a Lease that is not one (no
-    NAA label, foreign holder identity). Falls back to the creation time without bound-at."""
+    NAA label, foreign holder identity). Falls back to the creation time without bound-at.
+    An optional `naaice.io/unbound-at` (same format), set by the releaser just before it
+    deletes the Lease, gives the exact release time; without it the deletion's arrival is."""
     naa = labels.get(LABEL_NAA) or naa_of_lease(name)
     if not naa or not holder:
         return None
@@ -71,10 +77,18 @@ def binding_from_lease(
         if created_ns is None:
             return None
         at = created_ns
+    unbound: int | None = None
+    raw_end = annotations.get(ANNOTATION_UNBOUND_AT)
+    if raw_end is not None:
+        try:
+            unbound = max(at, parse_bound_at(raw_end))
+        except NaaiceApiError:
+            unbound = None
     return LeaseBinding(
         naa=naa,
         job=JobKey(namespace=ident.namespace, name=ident.name, uid=ident.uid),
         bound_at_ns=at,
+        unbound_at_ns=unbound,
     )
 
 
@@ -130,19 +144,30 @@ class LeaseWatcher:
                 self._known_ns = time.time_ns()
             self._live = live
 
-    def _apply(self, name: str, binding: LeaseBinding | None) -> None:
+    def _apply(self, name: str, binding: LeaseBinding | None, *, deleted: bool = False) -> None:
+        """Move the book to what the Lease now says. `deleted`: the Lease is gone (its last
+        state is `binding`, whose unbound-at, if any, is the release time)."""
         old = self._current.get(name)
-        if old == binding:
+        if old == binding and not deleted:
             return
         now = time.time_ns()
         try:
-            if old is not None:
-                self._book.unbind(old.naa, job=old.job, at_ns=now)
+            if old is not None and (
+                deleted or binding is None or (old.naa, old.job) != (binding.naa, binding.job)
+            ):
+                if old.unbound_at_ns is None:
+                    end = binding.unbound_at_ns if deleted and binding is not None else None
+                    self._book.unbind(old.naa, job=old.job, at_ns=end or now)
                 del self._current[name]
-            if binding is not None:
+                old = None
+            if binding is None or deleted:
+                return
+            if old is None:
                 self._book.bind(binding.naa, job=binding.job, at_ns=binding.bound_at_ns)
-                self._current[name] = binding
                 self._book.set_budget(binding.job, self._budget(binding.job))
+            if binding.unbound_at_ns is not None and (old is None or old.unbound_at_ns is None):
+                self._book.unbind(binding.naa, job=binding.job, at_ns=binding.unbound_at_ns)
+            self._current[name] = binding
         except EnergyError as exc:
             log.warning("lease %s/%s: %s", self.namespace, name, exc)
 
@@ -186,7 +211,7 @@ class LeaseWatcher:
                     obj = event["object"]
                     name = obj.metadata.name
                     if event["type"] == "DELETED":
-                        self._apply(name, None)
+                        self._apply(name, _binding(obj), deleted=True)
                     elif event["type"] in ("ADDED", "MODIFIED"):
                         self._apply(name, _binding(obj))
                     if self._stop.is_set():

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from device_plugin.book import EnergyBook
 from device_plugin.health import card_health, status_from_probe
-from device_plugin.leases import binding_from_lease
+from device_plugin.leases import ANNOTATION_UNBOUND_AT, LeaseWatcher, binding_from_lease
 from device_plugin.management import HealthReport, ProbeFailure
 from naaice.api import ANNOTATION_BOUND_AT, LABEL_NAA, render_bound_at
-from naaice.energy import JobKey
+from naaice.energy import NS_PER_S, IntegratorConfig, JobKey, Sample
 
 NOW = datetime(2026, 11, 24, 23, 0, tzinfo=UTC)
 
@@ -176,3 +179,41 @@ def test_foreign_leases_are_ignored_and_a_missing_bind_time_falls_back_to_creati
     b = binding_from_lease(name="naa-x", labels={}, annotations={}, holder="ml/j/u", created_ns=42)
     assert b is not None
     assert (b.naa, b.bound_at_ns) == ("x", 42)
+
+
+def _lease_binding(bound: int, unbound: int | None = None):  # type: ignore[no-untyped-def]
+    annotations = {ANNOTATION_BOUND_AT: render_bound_at(bound)}
+    if unbound is not None:
+        annotations[ANNOTATION_UNBOUND_AT] = render_bound_at(unbound)
+    return binding_from_lease(
+        name="naa-d",
+        labels={LABEL_NAA: "d"},
+        annotations=annotations,
+        holder="ml/j/u",
+        created_ns=None,
+    )
+
+
+def test_an_unbound_at_annotation_ends_the_job_exactly_there_not_at_the_deletion() -> None:
+    t0 = 1_800_000_000 * NS_PER_S
+    book = EnergyBook(config=IntegratorConfig(nominal_period_s=0.1))
+    watcher = LeaseWatcher(coordination_api=None, namespace="ns", book=book)
+    watcher._apply("naa-d", _lease_binding(t0 + NS_PER_S))
+    watcher._apply("naa-d", _lease_binding(t0 + NS_PER_S, t0 + 2_345_678_901))
+    watcher._apply("naa-d", _lease_binding(t0 + NS_PER_S, t0 + 2_345_678_901), deleted=True)
+    for i in range(40):
+        t = t0 + i * NS_PER_S // 10
+        book.add_sample("d", Sample(t_ns=t, power_w=100.0), now_ns=t)
+    book.commit(until_ns=t0 + 4 * NS_PER_S)
+    (job,) = book.snapshot().jobs
+    assert job.finished
+    assert job.joules == pytest.approx(100.0 * 1.345678901, rel=1e-9)
+
+
+def test_a_deleted_lease_without_unbound_at_ends_the_job_when_the_deletion_arrives() -> None:
+    book = EnergyBook()
+    watcher = LeaseWatcher(coordination_api=None, namespace="ns", book=book)
+    watcher._apply("naa-d", _lease_binding(1_000))
+    assert book.holders() == {"d": JobKey("ml", "j", "u")}
+    watcher._apply("naa-d", _lease_binding(1_000), deleted=True)
+    assert book.holders() == {}
