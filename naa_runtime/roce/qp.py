@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Protocol
 
 import numpy as np
 
@@ -91,6 +92,10 @@ class TransportConfig:
     gro: bool = True
     verify_icrc: bool = True
     socket_buffer: int = 64 << 20
+    ack_before_completion: bool = True
+    """Send the ACK a request asks for before reporting the completion it causes (an NAA must:
+    PROTOCOL.md §3.5); a host may defer it to the end of the receive batch, off the latency
+    path of the waiting caller."""
 
 
 class QpState(IntEnum):
@@ -168,6 +173,26 @@ class QpObserver:
 Transmit = Callable[[list[OutPacket]], None]
 
 
+class TransmitRun(Protocol):
+    """Optional fast path of an endpoint: send `count` full-MTU middle packets of one message
+    (packet index `first_index` onwards, payload from `local[offset:]`), AckReq on every
+    `ack_every`-th packet index."""
+
+    def __call__(
+        self,
+        *,
+        op: int,
+        dest_qp: int,
+        first_psn: int,
+        first_index: int,
+        count: int,
+        local: memoryview,
+        offset: int,
+        mtu: int,
+        ack_every: int,
+    ) -> None: ...
+
+
 class QueuePair:
     """One reliable-connected queue pair. Thread-safe: post_* from any thread; on_packet,
     flush_ack and on_timer from the endpoint's receive thread."""
@@ -190,6 +215,7 @@ class QueuePair:
         self.memory = memory
         self.config = config
         self._transmit = transmit
+        self.transmit_run: TransmitRun | None = None
         self._on_completion = on_completion
         self._obs = observer or QpObserver()
         self._lock = threading.RLock()
@@ -345,6 +371,24 @@ class QueuePair:
                 op_mid = Opcode.SEND_MIDDLE if w.is_send else Opcode.RDMA_WRITE_MIDDLE
                 stop = min(n - 1, k + budget)
                 off = k * mtu
+                if self.transmit_run is not None:
+                    if out:
+                        transmit(out)
+                        out = []
+                    self.transmit_run(
+                        op=op_mid,
+                        dest_qp=self.peer_qpn,
+                        first_psn=psn,
+                        first_index=k,
+                        count=stop - k,
+                        local=local,
+                        offset=off,
+                        mtu=mtu,
+                        ack_every=ack_every,
+                    )
+                    budget -= stop - k
+                    self._next_psn = psn_add(psn, stop - k)
+                    continue
                 for kk in range(k, stop):
                     areq = 0x80000000 if kk % ack_every == ack_every - 1 else 0
                     p = (psn + kk - k) & PSN_MASK
@@ -723,7 +767,7 @@ class QueuePair:
             return
         self._epsn = psn_add(self._epsn, 1)
         self._nak_sent = False
-        if w3 & 0x80000000:
+        if w3 & 0x80000000 and (self.config.ack_before_completion or not done):
             self._ack_pending = False
             self._send_ack(Syndrome.ACK_UNLIMITED, psn)
         else:

@@ -8,6 +8,7 @@ directly. Endpoints are shared per local address (one "RDMA device" per IP, seve
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
@@ -193,6 +194,8 @@ class HostConnection:
         self._mrsp_recv: Completion | None = None
         self._mrsp_sent = False
         self._raw: list[Completion] = []
+        self._inputs_first: list[int] = []
+        self._inputs_again: list[int] = []
 
     # ------------------------------------------------------------------- connection
 
@@ -277,6 +280,7 @@ class HostConnection:
             on_completion=self._on_completion,
             qpn=qpn,
         )
+        self.qp.config = dataclasses.replace(self.qp.config, ack_before_completion=False)
         ep.send_mad(
             self.naa_address,
             Rtu(local_comm_id=self._local_comm_id, remote_comm_id=reply.local_comm_id),
@@ -300,6 +304,7 @@ class HostConnection:
             return
         try:
             if self.qp is not None:
+                self.qp.flush_ack()  # a coalesced ACK of the last reply goes before the DREQ
                 self._cm_exchange(
                     Dreq(
                         local_comm_id=self._local_comm_id,
@@ -356,6 +361,9 @@ class HostConnection:
 
     def register(self, regions: list[Region]) -> None:
         self.regions = list(regions)
+        inputs = [i for i, r in enumerate(self.regions) if r.flags & MrFlags.INPUT]
+        self._inputs_first = inputs
+        self._inputs_again = [i for i in inputs if not self.regions[i].flags & MrFlags.SINGLESEND]
         self.host_mrs = [
             self.memory.register(
                 r.view, va=buffer_address(r.view), access=Access.LOCAL_WRITE | Access.REMOTE_WRITE
@@ -427,11 +435,7 @@ class HostConnection:
             self.state = State.DATA_SENDING
             self._reply = None
             imm = ((user & 0xFFFFFF) << 8) | 0x80 | fn_code
-            send = [
-                i
-                for i, r in enumerate(self.regions)
-                if r.flags & MrFlags.INPUT and not (r.flags & MrFlags.SINGLESEND and self.rpc_count)
-            ]
+            send = self._inputs_first if self.rpc_count == 0 else self._inputs_again
             self._pending_writes = max(1, len(send))
             self.rpc_count += 1
         qp.post_recv(wr_id=2)

@@ -57,6 +57,10 @@ KERNEL_FAILED = 0x7E
 UNKNOWN_FUNCTION = 0x7F
 """Application return code for an fn code no kernel is bound to (or a malformed immediate)."""
 
+INLINE_KERNEL_SECONDS = 200e-6
+"""Kernels whose last run took less than this run on the receive thread (lowest latency);
+slower or unknown ones on the connection's own thread, so they never stall the transport."""
+
 _WR_MRSP = 1
 _WR_RPC = 2
 
@@ -133,7 +137,7 @@ class _Connection:
             send_psn=psn,
             expect_psn=req.starting_psn & PSN_MASK,
             memory=self.memory,
-            on_completion=self.completions.put,
+            on_completion=self._on_completion,
         )
         self.mrsp_buffer = bytearray(RECEIVE_BUFFER)
         self.qp.post_recv(wr_id=_WR_MRSP, buffer=memoryview(self.mrsp_buffer))
@@ -148,6 +152,13 @@ class _Connection:
             target=self._run, name=f"naa-conn-{peer_ip}-{self.qp.qpn}", daemon=True
         )
         self.out_regions: list[_Region] = []
+        self.inputs: list[memoryview] = []
+        self.outputs: list[memoryview] = []
+        self.in_bytes = 0
+        self.out_bytes = 0
+        self.serving = False
+        self._rpc_lock = threading.Lock()
+        self._recent: dict[int, float] = {}
         self.mrsp_done = False
 
     # --- completion plumbing -----------------------------------------------------------
@@ -281,53 +292,80 @@ class _Connection:
                 solicited=last,
             )
 
+    def _on_completion(self, c: Completion) -> None:
+        """Runs on the endpoint's receive thread. An RPC whose kernel recently finished within
+        INLINE_KERNEL_SECONDS runs right here (no thread hand-off: the latency path); all
+        else goes to the connection's worker thread."""
+        if (
+            self.serving
+            and c.opcode == WcOpcode.RECV_RDMA_WITH_IMM
+            and c.status == WcStatus.SUCCESS
+            and self._recent.get((c.imm or 0) & 0x7F, 1.0) < INLINE_KERNEL_SECONDS
+            and self._rpc_lock.acquire(blocking=False)
+        ):
+            try:
+                self._handle_rpc(c)
+            finally:
+                self._rpc_lock.release()
+            return
+        self.completions.put(c)
+
     def _serve_rpcs(self) -> None:
-        server = self.server
-        inputs = [memoryview(r.buffer) for r in self.regions if r.flags & MrFlags.INPUT]
-        outputs = [memoryview(r.buffer) for r in self.regions if r.flags & MrFlags.OUTPUT]
+        self.inputs = [memoryview(r.buffer) for r in self.regions if r.flags & MrFlags.INPUT]
+        self.outputs = [memoryview(r.buffer) for r in self.regions if r.flags & MrFlags.OUTPUT]
         self.out_regions = [r for r in self.regions if r.flags & MrFlags.OUTPUT]
-        in_bytes = sum(len(v) for v in inputs)
-        out_bytes = sum(len(v) for v in outputs)
-        obs = server.observer
+        self.in_bytes = sum(len(v) for v in self.inputs)
+        self.out_bytes = sum(len(v) for v in self.outputs)
+        self.serving = True
         while True:
             c = self._next(WcOpcode.RECV_RDMA_WITH_IMM)
             if c is None:
                 return
-            imm = c.imm or 0
-            # The next RPC's receive goes up before this reply can reach the host: no RNR.
-            self.qp.post_recv(wr_id=_WR_RPC)
-            fn = imm & 0x7F
-            valid = bool(imm & 0x80) and fn != 0
-            kernel = server.kernels(fn) if valid else None
-            if obs is not None:
-                obs.on_bytes(received=in_bytes, sent=out_bytes)
-            if kernel is None:
-                log.info("RPC from %s: no kernel bound to fn code %d", self.peer_ip, fn)
-                self._finish(_Rpc(fn, time.monotonic()), UNKNOWN_FUNCTION)
-                continue
-            start = time.monotonic()
-            rpc = _Rpc(fn, start + server.kernel_timeout)
-            if obs is not None:
-                obs.on_kernel_start(fn_code=fn)
-            # The kernel runs on this connection's thread; the server's watchdog answers
-            # KERNEL_TIMEOUT on its behalf if it overruns, and its late result is dropped.
-            server._watchdog.watch(rpc, self)
-            try:
-                rc = int(
-                    kernel(inputs=inputs, outputs=outputs, user=imm >> 8, deadline=rpc.deadline)
+            with self._rpc_lock:
+                self._handle_rpc(c)
+
+    def _handle_rpc(self, c: Completion) -> None:
+        server = self.server
+        obs = server.observer
+        imm = c.imm or 0
+        # The next RPC's receive goes up before this reply can reach the host: no RNR.
+        self.qp.post_recv(wr_id=_WR_RPC)
+        fn = imm & 0x7F
+        valid = bool(imm & 0x80) and fn != 0
+        kernel = server.kernels(fn) if valid else None
+        if obs is not None:
+            obs.on_bytes(received=self.in_bytes, sent=self.out_bytes)
+        if kernel is None:
+            log.info("RPC from %s: no kernel bound to fn code %d", self.peer_ip, fn)
+            self._finish(_Rpc(fn, time.monotonic()), UNKNOWN_FUNCTION)
+            return
+        start = time.monotonic()
+        rpc = _Rpc(fn, start + server.kernel_timeout)
+        if obs is not None:
+            obs.on_kernel_start(fn_code=fn)
+        # The server's watchdog answers KERNEL_TIMEOUT on the kernel's behalf if it overruns;
+        # its late result is then dropped.
+        server._watchdog.watch(rpc, self)
+        try:
+            rc = int(
+                kernel(
+                    inputs=self.inputs, outputs=self.outputs, user=imm >> 8, deadline=rpc.deadline
                 )
-            except KernelTimeout:
-                rc = KERNEL_TIMEOUT
-            except Exception:
-                log.exception("kernel for fn code %d failed", fn)
-                rc = KERNEL_FAILED
-            finally:
-                server._watchdog.unwatch(rpc)
-            if rc == NAA_SUCCESS and time.monotonic() > rpc.deadline:
-                rc = KERNEL_TIMEOUT
-            if obs is not None:
-                obs.on_kernel_end(fn_code=fn, seconds=time.monotonic() - start, return_code=rc)
-            self._finish(rpc, rc)
+            )
+        except KernelTimeout:
+            rc = KERNEL_TIMEOUT
+        except Exception:
+            log.exception("kernel for fn code %d failed", fn)
+            rc = KERNEL_FAILED
+        finally:
+            server._watchdog.unwatch(rpc)
+        elapsed = time.monotonic() - start
+        self._recent[fn] = elapsed
+        if rc == NAA_SUCCESS and elapsed > server.kernel_timeout:
+            rc = KERNEL_TIMEOUT
+        if obs is not None:
+            obs.on_kernel_end(fn_code=fn, seconds=elapsed, return_code=rc)
+        self._finish(rpc, rc)
 
     def _finish(self, rpc: _Rpc, rc: int) -> None:
         """Reply once per RPC (the watchdog and the worker may race)."""
@@ -356,6 +394,7 @@ class _Watchdog:
     def __init__(self, *, start: bool) -> None:
         self._cond = threading.Condition()
         self._watched: dict[_Rpc, _Connection] = {}
+        self._wake_at: float | None = None
         self._running = start
         if start:
             threading.Thread(target=self._run, name="naa-kernel-watchdog", daemon=True).start()
@@ -363,7 +402,10 @@ class _Watchdog:
     def watch(self, rpc: _Rpc, conn: _Connection) -> None:
         with self._cond:
             self._watched[rpc] = conn
-            self._cond.notify()
+            if self._wake_at is None or rpc.deadline < self._wake_at:
+                # Only an earlier deadline needs the thread awake (deadlines mostly arrive in
+                # order, so the latency path rarely pays for a wake-up).
+                self._cond.notify()
 
     def unwatch(self, rpc: _Rpc) -> None:
         with self._cond:
@@ -385,7 +427,9 @@ class _Watchdog:
                     del self._watched[r]
                 if not due:
                     nxt = min((r.deadline for r in self._watched), default=None)
+                    self._wake_at = nxt
                     self._cond.wait(None if nxt is None else max(0.0, nxt - now) + 0.001)
+                    self._wake_at = None
                     continue
             for r, c in due:
                 log.warning("kernel for fn code %d passed its deadline: KERNEL_TIMEOUT", r.fn)
