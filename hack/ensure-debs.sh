@@ -3,7 +3,7 @@
 # compiler for the NAA_SPEC strtol oracle),
 # only when missing. Runs as root on the project's machines; elsewhere it says what to install.
 set -euo pipefail
-want=(tshark prometheus gcc libc6-dev)
+want=(tshark prometheus gcc libc6-dev mosquitto)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
