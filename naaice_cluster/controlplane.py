@@ -339,7 +339,7 @@ def start_embedded(
         step("etcd")
         launch("etcd", config.etcd_args(binary=bins / "etcd", layout=layout, ports=ports))
         etcd_health = f"http://127.0.0.1:{ports.etcd_client}/health"
-        _wait("etcd /health", lambda: '"true"' in _http_ok(etcd_health), timeout=30, procs=popens)
+        _wait("etcd /health", lambda: '"true"' in _http_ok(etcd_health), timeout=60, procs=popens)
 
         step("kube-apiserver")
         launch(
@@ -350,7 +350,7 @@ def start_embedded(
         _wait(
             "kube-apiserver /readyz",
             lambda: _http_ok(f"{server}/readyz", token=admin_token, ctx=ca_ctx) == "ok",
-            timeout=120,
+            timeout=180,
             procs=popens,
         )
         kube = cluster.kube()
@@ -385,7 +385,7 @@ def start_embedded(
             _wait(
                 f"{comp} /healthz",
                 functools.partial(_http_says_ok, url, insecure),
-                timeout=60,
+                timeout=120,
                 procs=popens,
             )
         step("fake nodes Ready")
@@ -393,17 +393,17 @@ def start_embedded(
             _wait(
                 f"node {node} Ready",
                 functools.partial(_node_ready, kube, node),
-                timeout=60,
+                timeout=120,
                 procs=popens,
             )
         _wait(
             "serviceaccount default/default",
             lambda: _exists(kube, "/api/v1/namespaces/default/serviceaccounts/default"),
-            timeout=60,
+            timeout=120,
             procs=popens,
         )
         ready_file = layout.pods / ".ready"
-        _wait("the pod runner", ready_file.exists, timeout=30, procs=popens)
+        _wait("the pod runner", ready_file.exists, timeout=90, procs=popens)
 
         crd_dir = install_crds_from if install_crds_from is not None else crds_dir()
         step("CRDs")
@@ -443,7 +443,7 @@ def crd_names(directory: Path) -> list[str]:
     return names
 
 
-def install_crds(cluster: Cluster, directory: Path, *, timeout: float = 60) -> list[str]:
+def install_crds(cluster: Cluster, directory: Path, *, timeout: float = 120) -> list[str]:
     """Apply every CRD YAML in `directory` and wait until each is Established.
 
     Returns the CRD names; an empty list when the directory holds none."""
