@@ -16,7 +16,10 @@ CHART = REPO / "charts" / "naaice"
 #: The Kubernetes version `helm template` renders for in the golden tests: the embedded
 #: cluster's, so the goldens do not move with Helm's built-in default.
 KUBE_VERSION = "1.35.4"
-MONITORING_APIS = ("monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")
+MONITORING_APIS = (
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+)
 
 JSON = dict[str, Any]
 

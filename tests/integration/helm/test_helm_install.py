@@ -126,14 +126,18 @@ def test_helm_install_runs_the_chart_and_its_naa_becomes_healthy(
     cluster = embedded_cluster
     for crd in CRDS:
         body = _get(cluster, "crd", crd)
-        assert body is not None and _condition(body, "Established") == "True", crd
+        assert body is not None, f"CRD {crd} is missing"
+        assert _condition(body, "Established") == "True", crd
 
     deployment = _get(cluster, "deployment", f"{name}-naaice-operator", "-n", namespace)
-    assert deployment is not None and deployment["status"].get("availableReplicas") == 1
+    assert deployment is not None
+    assert deployment["status"].get("availableReplicas") == 1
     daemonset = _get(cluster, "daemonset", f"{name}-naaice-agent", "-n", namespace)
-    assert daemonset is not None and daemonset["status"]["numberReady"] == 1
+    assert daemonset is not None
+    assert daemonset["status"]["numberReady"] == 1
     statefulset = _get(cluster, "statefulset", f"{name}-naaice-naa", "-n", namespace)
-    assert statefulset is not None and statefulset["status"].get("readyReplicas") == 1
+    assert statefulset is not None
+    assert statefulset["status"].get("readyReplicas") == 1
 
     naa_name = f"{name}-naaice-naa-0"
     naa = _get(cluster, "naa", naa_name)
