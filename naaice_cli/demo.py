@@ -84,6 +84,9 @@ def run_demo(
     if use_current_context:
         cluster = cp.attach_current_context(name=name)
     else:
+        from naaice_cluster.cli import build_with_progress
+
+        build_with_progress()
         with console.status("starting the embedded cluster") as status:
             cluster = cp.start_embedded(
                 name=name,

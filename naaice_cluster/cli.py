@@ -43,30 +43,8 @@ def _run_dir(name: str) -> Path:
     return run_dir_for(name)
 
 
-@app.command()
-def build(
-    force: Annotated[
-        bool, typer.Option("--force", envvar="NAAICE_FORCE", help="Rebuild even if cached.")
-    ] = False,
-) -> None:
-    """Build the pinned Kubernetes, etcd, KWOK and Helm binaries into $NAAICE_CACHE (once)."""
-    with _errors():
-        _build_cluster_binaries(force=force)
-        _build_helm(force=force)
-
-
-def _build_helm(*, force: bool) -> None:
-    from naaice_cluster import helm
-
-    if not force and helm.helm_current():
-        console.print(f"Helm {helm.HELM_VERSION} is cached in {helm.helm_dir()}")
-        return
-    with console.status(f"go build helm {helm.HELM_VERSION}"):
-        record = helm.build_helm(force=force)
-    console.print(f"built Helm in {record.get('totalSeconds')} s into {helm.helm_dir()}")
-
-
-def _build_cluster_binaries(*, force: bool) -> None:
+def build_with_progress(*, force: bool = False) -> None:
+    """Build the pinned binaries unless cached, with one progress step per binary."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from naaice_cluster import build as b
@@ -75,6 +53,10 @@ def _build_cluster_binaries(*, force: bool) -> None:
     if not force and b.cached_binaries_current():
         console.print(f"binaries for Kubernetes {KUBE_VERSION} are cached in {bin_dir()}")
         return
+    console.print(
+        f"building Kubernetes {KUBE_VERSION}, etcd and KWOK from the Go module proxy "
+        "(a cold build takes several minutes; later builds are cached)"
+    )
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -90,6 +72,17 @@ def _build_cluster_binaries(*, force: bool) -> None:
         record = b.build(force=force, progress=on_step)
         progress.update(task, completed=len(b.ALL_BINARIES) + 1, description="done")
     console.print(f"built in {record.get('totalSeconds')} s into {bin_dir()}")
+
+
+@app.command()
+def build(
+    force: Annotated[
+        bool, typer.Option("--force", envvar="NAAICE_FORCE", help="Rebuild even if cached.")
+    ] = False,
+) -> None:
+    """Build the pinned Kubernetes, etcd and KWOK binaries into $NAAICE_CACHE (once)."""
+    with _errors():
+        build_with_progress(force=force)
 
 
 def _with_status(message: str, fn: Callable[[Callable[[str], None]], T]) -> T:
@@ -128,6 +121,7 @@ def up(
         if use_current_context:
             cluster = cp.attach_current_context(name=name, install_crds_from=crds)
         else:
+            build_with_progress()
             node_names = [f"naa-node-{i}" for i in range(nodes)]
             t0 = time.monotonic()
             cluster = _with_status(
