@@ -40,6 +40,7 @@ _BTH = struct.Struct("!BBHII")
 _RETH = struct.Struct("!QII")
 _IMM = struct.Struct("!I")
 _ACK = struct.Struct("!BBHIII")
+MIN_WINDOW = 8.0
 _CONTINUATIONS = frozenset(
     {Opcode.RDMA_WRITE_MIDDLE, Opcode.RDMA_WRITE_LAST, Opcode.SEND_MIDDLE, Opcode.SEND_LAST}
 )
@@ -231,6 +232,7 @@ class QueuePair:
         self._rnr_retries = config.rnr_retry_count
         self._rnr_until: float | None = None
         self._dqp_word = 0xFF000000 | (peer_qpn & 0xFFFFFF)
+        self._cwnd = float(config.window)
         # Responder.
         self._epsn = expect_psn & PSN_MASK
         self._msn = 0
@@ -352,7 +354,7 @@ class QueuePair:
             return
         budget = min(
             psn_diff(self._assign_psn, self._next_psn),
-            self.config.window - psn_diff(self._next_psn, self._una),
+            int(self._cwnd) - psn_diff(self._next_psn, self._una),
         )
         mtu = self.config.mtu
         ack_every = self.config.ack_every
@@ -449,6 +451,8 @@ class QueuePair:
         if d_new < 0 or psn_diff(psn, self._assign_psn) >= 0:
             return False
         self._una = psn_add(psn, 1)
+        # Additive increase of the go-back-N window (see _shrink_window).
+        self._cwnd = min(self.config.window, self._cwnd + 16.0 * (d_new + 1) / self._cwnd)
         sq = self._sq
         while sq and psn_diff(self._una, psn_add(sq[0].first_psn, sq[0].npkts)) >= 0:
             w = sq.popleft()
@@ -510,6 +514,7 @@ class QueuePair:
         if syndrome == Syndrome.NAK_PSN_SEQUENCE_ERROR:
             if psn_diff(psn, self._una) >= 0 and psn_diff(self._next_psn, psn) > 0:
                 self._obs.on_retransmit(psn_diff(self._next_psn, psn))
+                self._shrink_window()
                 self._next_psn = psn
             self._pump(now)
             return
@@ -518,6 +523,11 @@ class QueuePair:
             Syndrome.NAK_REMOTE_ACCESS_ERROR: WcStatus.REM_ACCESS_ERR,
         }.get(syndrome, WcStatus.REM_OP_ERR)  # type: ignore[call-overload]
         self._fail(status, done)
+
+    def _shrink_window(self) -> None:
+        """Multiplicative decrease on loss: every packet in flight behind a loss is resent
+        (go-back-N), so under loss a smaller window wastes less; it grows back on ACKs."""
+        self._cwnd = max(MIN_WINDOW, self._cwnd / 2)
 
     def deadline(self) -> float | None:
         return self._deadline
@@ -536,6 +546,7 @@ class QueuePair:
                     self._fail(WcStatus.RETRY_EXC_ERR, done)
                 else:
                     self._obs.on_retransmit(max(1, psn_diff(self._next_psn, self._una)))
+                    self._shrink_window()
                     self._next_psn = self._una
             self._pump(now)
         for c in done:
