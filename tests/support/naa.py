@@ -124,7 +124,7 @@ class RunningNAA:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=60) as response:
                 status, raw, ctype = (
                     response.status,
                     response.read(),
