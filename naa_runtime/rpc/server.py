@@ -108,6 +108,19 @@ class RpcStats:
     def retransmits(self) -> int:
         return self.transport.retransmits
 
+    @property
+    def naks_sent(self) -> dict[str, int]:
+        return dict(self.transport.naks_sent)
+
+    @property
+    def naks_received(self) -> dict[str, int]:
+        return dict(self.transport.naks_received)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Malformed or unusable datagrams dropped, by reason."""
+        return dict(self.transport.dropped)
+
 
 @dataclass
 class _Region:
