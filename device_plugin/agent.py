@@ -49,6 +49,8 @@ class AgentConfig:
     device_plugin: bool = True
     max_finished_jobs: int = 100
     claim_unassigned: bool = False
+    mqtt_broker: str | None = None
+    mqtt_topic_prefix: str = "naaice"
 
     def __post_init__(self) -> None:
         if not is_dns_subdomain(self.node_name):
@@ -66,6 +68,10 @@ class AgentConfig:
             raise AgentConfigError(
                 "--probe-interval and --heartbeat must be > 0 seconds and --settle ≥ 0"
             )
+        if self.mqtt_broker:
+            from device_plugin.mqtt import parse_broker
+
+            parse_broker(self.mqtt_broker)
         if self.card_profile not in ("emulated", "real"):
             raise AgentConfigError(
                 f"--card-profile {self.card_profile!r} is unknown; use emulated or real"
@@ -152,6 +158,7 @@ class Agent:
                 heartbeat_s=self.config.heartbeat_s,
                 settle_s=self.config.settle_s,
                 claim_unassigned=self.config.claim_unassigned,
+                poll_sensors=not self.config.mqtt_broker,
             ),
             book=self.book,
             custom_api=client.CustomObjectsApi(api),
@@ -159,6 +166,20 @@ class Agent:
             known_until_ns=leases.known_until_ns,
             on_cards=self._on_cards,
         )
+
+        ingest = None
+        if self.config.mqtt_broker:
+            from device_plugin.mqtt import MqttIngest, parse_broker
+
+            host, port = parse_broker(self.config.mqtt_broker)
+            ingest = MqttIngest(
+                book=self.book,
+                host=host,
+                port=port,
+                topic_prefix=self.config.mqtt_topic_prefix,
+                accept=self.book.has_device,
+            )
+            ingest.start()
 
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
@@ -171,6 +192,8 @@ class Agent:
         try:
             asyncio.run(main())
         finally:
+            if ingest is not None:
+                ingest.stop()
             if self.plugin is not None:
                 self.plugin.stop()
             leases.stop()

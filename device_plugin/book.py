@@ -71,6 +71,8 @@ class DeviceView:
 class Snapshot:
     devices: list[DeviceView]
     jobs: list[JobView]
+    mqtt_up: bool | None = None
+    mqtt_messages: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +113,8 @@ class EnergyBook:
     _devices: dict[str, _Device] = field(default_factory=dict)
     _finished: deque[_Finished] = field(default_factory=deque)
     _budgets: dict[JobKey, float] = field(default_factory=dict)
+    _mqtt_up: bool | None = None
+    _mqtt_messages: dict[str, int] = field(default_factory=dict)
 
     def _device(self, name: str) -> _Device:
         dev = self._devices.get(name)
@@ -140,6 +144,19 @@ class EnergyBook:
             dev = self._device(name)
             dev.sensor_up = True
             return dev.ledger.add_sample(sample, now_ns=now_ns)
+
+    def has_device(self, name: str) -> bool:
+        with self._lock:
+            return name in self._devices
+
+    def set_mqtt(self, *, up: bool) -> None:
+        """MQTT ingest state (None until an ingest is configured)."""
+        with self._lock:
+            self._mqtt_up = up
+
+    def count_mqtt_message(self, result: str) -> None:
+        with self._lock:
+            self._mqtt_messages[result] = self._mqtt_messages.get(result, 0) + 1
 
     def set_sensor_up(self, name: str, up: bool) -> None:
         with self._lock:
@@ -298,4 +315,9 @@ class EnergyBook:
                             budget_j=self._budgets.get(entry.job),
                         )
                     )
-            return Snapshot(devices=devices, jobs=jobs)
+            return Snapshot(
+                devices=devices,
+                jobs=jobs,
+                mqtt_up=self._mqtt_up,
+                mqtt_messages=dict(self._mqtt_messages),
+            )

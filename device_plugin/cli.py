@@ -104,6 +104,19 @@ def run(  # noqa: PLR0917 - typer reads every option from this signature
             help="Also manage NAAs without spec.nodes (run this on exactly one agent).",
         ),
     ] = False,
+    mqtt_broker: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("mqtt-broker"),
+            help="host:port of an MQTT broker the SBCs publish sensors to (replaces HTTP polling).",
+        ),
+    ] = None,
+    mqtt_topic_prefix: Annotated[
+        str,
+        typer.Option(
+            envvar=_env("mqtt-topic-prefix"), help="Topics are <prefix>/<naa>/sensors (QoS 1)."
+        ),
+    ] = "naaice",
     log_level: Annotated[str, typer.Option(envvar=_env("log-level"))] = "INFO",
 ) -> None:
     """Run the node agent until SIGTERM."""
@@ -130,6 +143,8 @@ def run(  # noqa: PLR0917 - typer reads every option from this signature
             cdi_dir=cdi_dir,
             device_plugin=device_plugin,
             claim_unassigned=claim_unassigned,
+            mqtt_broker=mqtt_broker,
+            mqtt_topic_prefix=mqtt_topic_prefix,
         )
     except AgentConfigError as exc:
         raise typer.BadParameter(str(exc)) from None

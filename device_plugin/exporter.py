@@ -46,6 +46,8 @@ METRIC_NAMES = (
     "naa_job_energy_budget_joules",
     "naa_job_info",
     "naa_exporter_sensor_up",
+    "naa_exporter_mqtt_up",
+    "naa_exporter_mqtt_messages_total",
     "naa_exporter_build_info",
 )
 
@@ -221,6 +223,22 @@ def families(snap: Snapshot) -> list[Metric]:
             job_info.add_metric([*key, j.job.uid, j.accelerator_type, j.bitstream], 1.0)
     for key, (m, b) in sorted(measured.items()):
         coverage.add_metric(list(key), min(1.0, m / b) if b > 0 else 1.0)
+    mqtt: list[Metric] = []
+    if snap.mqtt_up is not None:
+        up = GaugeMetricFamily(
+            "naa_exporter_mqtt_up",
+            "1 while the MQTT sensor ingest is connected.",
+            value=1.0 if snap.mqtt_up else 0.0,
+        )
+        messages = _counter(
+            "naa_exporter_mqtt_messages_total",
+            "Sensor messages received, by result (accepted, rejected: duplicate/out of order/"
+            "invalid, malformed, ignored: an NAA this agent does not manage).",
+            ["result"],
+        )
+        for result in ("accepted", "rejected", "malformed", "ignored"):
+            messages.add_metric([result], snap.mqtt_messages.get(result, 0))
+        mqtt = [up, messages]
     build = GaugeMetricFamily(
         "naa_exporter_build_info", "Agent build information.", labels=["version"]
     )
@@ -248,6 +266,7 @@ def families(snap: Snapshot) -> list[Metric]:
         work,
         budget,
         job_info,
+        *mqtt,
         build,
     ]
 

@@ -50,6 +50,7 @@ class InventoryConfig:
     settle_s: float = 1.0
     token_ttl_s: float = 30.0
     claim_unassigned: bool = False
+    poll_sensors: bool = True
 
 
 @dataclass
@@ -166,7 +167,8 @@ class Inventory:
                 tracked = _Tracked(naa=naa, client=client, token=token)
                 self._tracked[name] = tracked
                 self.book.ensure_device(name, info=DeviceInfo(board_model=naa.spec.board.model))
-                tracked.sampler = asyncio.create_task(self._sample_loop(name, client))
+                if self.config.poll_sensors:
+                    tracked.sampler = asyncio.create_task(self._sample_loop(name, client))
             else:
                 tracked.naa = naa
         results = await asyncio.gather(*(self._probe(name, t) for name, t in self._tracked.items()))
