@@ -13,7 +13,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from naa_runtime.bitstream import digest_of
-from naa_runtime.client import KERNEL_TIMEOUT, Naa, NaaError, reset_naa_spec
+from naa_runtime.client import (
+    KERNEL_TIMEOUT,
+    Naa,
+    NaaError,
+    NaaParam,
+    naa_create,
+    naa_finalize,
+    naa_invoke,
+    naa_wait,
+    reset_naa_spec,
+)
+from naa_runtime.roce.endpoint import Impairment
 from tests.support.naa import RunningNAA, SoftwareNAAFactory, host_side_address
 
 UNKNOWN_FUNCTION = 0x7F
@@ -196,3 +207,36 @@ def test_metrics_export_data_plane_counters_after_real_rpcs(
     assert samples[("naa_rpc_payload_bytes_total", (("direction", "received"),))] == 300_000 + 4
     assert samples[("naa_connections_opened_total", ())] == 2
     assert np.all(data == 6)
+
+
+def test_metrics_count_naks_and_retransmits_when_the_host_loses_packets(
+    software_naa: SoftwareNAAFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    spec: None,
+    host_address: str,
+) -> None:
+    naa = software_naa()
+    _point_spec_at(monkeypatch, naa, "1:1")
+    data = np.zeros(1 << 20, dtype=np.uint8)
+    handle = naa_create(
+        1,
+        [NaaParam(data)],
+        [NaaParam(data)],
+        local_address=host_address,
+        impairment=Impairment(loss=0.05, seed=7),
+    )
+    try:
+        for _ in range(3):
+            naa_invoke(handle)
+            assert naa_wait(handle, timeout=60).naa_error == 0
+    finally:
+        naa_finalize(handle)
+    assert np.all(data == 3)
+    _, text = naa.get("/metrics")
+    naks = {
+        s.labels["syndrome"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "naa_rdma_naks_total" and s.labels["direction"] == "sent"
+    }
+    assert naks.get("psn_sequence_error", 0) > 0
