@@ -33,6 +33,8 @@ def _book() -> EnergyBook:
     book.add_sample("naa-0", Sample(t_ns=T0, power_w=80.0), now_ns=T0)  # a duplicate
     book.set_work("naa-0", "kernel_run", 10)
     book.set_work("naa-0", "kernel_run", 17)
+    book.set_mqtt(up=True)
+    book.count_mqtt_message("accepted")
     book.commit(until_ns=T0 + 5 * NS_PER_S)
     return book
 
