@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import random
 import secrets
 import select
@@ -58,6 +59,8 @@ IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2
 _GSO_MAX_BYTES = 65000
 _GSO_MAX_SEGS = 64
+
+log = logging.getLogger(__name__)
 
 _BTH = struct.Struct("!BBHII")
 _CRC = struct.Struct("<I")
@@ -495,19 +498,27 @@ class Endpoint:
                     off = 0
                     index = 0
                     if seg < nbytes and nbytes // seg >= 2:
-                        done = self._on_middle_run(
-                            buf=buf,
-                            count=nbytes // seg,
-                            seg=seg,
-                            src=src,
-                            now=now,
-                            touched=touched,
-                        )
+                        try:
+                            done = self._on_middle_run(
+                                buf=buf,
+                                count=nbytes // seg,
+                                seg=seg,
+                                src=src,
+                                now=now,
+                                touched=touched,
+                            )
+                        except Exception:  # never stop the receive thread; retry per packet
+                            log.exception("fast path failed for a batch from %s:%d", *src)
+                            done = 0
                         off = done * seg
                         index = done
                     while off < nbytes:
                         ln = min(seg, nbytes - off)
-                        self._on_datagram(mv[off : off + ln], src, index, now, touched)
+                        try:
+                            self._on_datagram(mv[off : off + ln], src, index, now, touched)
+                        except Exception:  # a bug must never stop the receive thread
+                            log.exception("dropping a datagram from %s:%d", *src)
+                            self.stats.dropped["internal_error"] += 1
                         off += ln
                         index += 1
                     if nbytes == 0:
