@@ -52,6 +52,21 @@ def test_kernel_1_adds_one_to_every_byte_of_an_in_out_region(
     assert srv.wait_idle()
 
 
+@pytest.mark.parametrize(("fn", "delta"), [(1, 1), (2, 2), (3, 0)])
+def test_the_naaice_test_kernels_add_one_add_two_and_do_nothing(
+    naa_server: ServerFactory, host_address: str, fn: int, delta: int
+) -> None:
+    srv = naa_server()
+    a = np.arange(9000, dtype=np.uint8)
+    expected = a + np.uint8(delta)
+    h = _connect(srv.address, host_address, [_inout(a)])
+    try:
+        assert h.call(fn, timeout=30) == 0
+        assert np.array_equal(a, expected)
+    finally:
+        h.disconnect()
+
+
 @pytest.mark.parametrize("count", [1, 2, 7, 31])
 def test_up_to_31_regions_are_written_and_returned_in_index_order(
     naa_server: ServerFactory, host_address: str, count: int
