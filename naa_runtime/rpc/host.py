@@ -109,6 +109,7 @@ class _Device:
         self.endpoint = Endpoint(
             address=address, config=config, impairment=impairment, on_cm=self._on_cm
         )
+        self.impairment = impairment
         self.waiters: dict[int, HostConnection] = {}
         self.refs = 0
         self.endpoint.start()
@@ -138,6 +139,11 @@ def _acquire_device(
         if dev is None:
             dev = _Device(address, config, impairment)
             _devices[address] = dev
+        elif dev.endpoint.config != config or dev.impairment != impairment:
+            raise HostError(
+                f"local address {address} is already used by connections with another transport "
+                "configuration or impairment; use the same settings or another local address"
+            )
         dev.refs += 1
         return dev
 

@@ -192,6 +192,8 @@ def test_a_live_naa_survives_100k_random_and_mutated_datagrams(
         time.sleep(0.1)
     assert srv.stats.packets_received >= sent * 0.9, srv.stats.transport.snapshot()
     assert srv.stats.packets_malformed - dropped_before > sent * 0.5
+    for reason in ("bad_icrc", "short", "unknown_qp", "bad_mad", "out_of_sequence_psn"):
+        assert srv.stats.dropped.get(reason, 0) > 0, reason
     assert srv.endpoint.alive
     try:
         assert h.call(1, timeout=20) == 0
