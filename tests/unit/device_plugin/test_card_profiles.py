@@ -99,3 +99,16 @@ def test_an_unknown_profile_name_lists_the_valid_ones(tmp_path: Path) -> None:
         make_profile(name="gpu", node_name="n", sysfs_root=tmp_path)
     with pytest.raises(AgentConfigError, match="--node-name"):
         make_profile(name="emulated", node_name="", sysfs_root=tmp_path)
+
+
+def test_naaice_agent_cards_lists_the_real_cards_of_a_sysfs_tree(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from device_plugin.cli import app
+
+    _pci_function(tmp_path, "0000:3b:00.1", devnames=("dri/renderD128",))
+    result = CliRunner().invoke(app, ["cards", "--sysfs-root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "pci-0000:3b:00\tHealthy\tnuma=1\t/dev/dri/renderD128" in result.output
+    empty = CliRunner().invoke(app, ["cards", "--sysfs-root", str(tmp_path / "none")])
+    assert "no Xilinx/AMD FPGA functions" in empty.output
