@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from naa_runtime.apps.cli import train_app
+
 if TYPE_CHECKING:
     from naa_runtime.management.client import ManagementClient
 
@@ -23,6 +25,10 @@ app = typer.Typer(
 )
 
 log = logging.getLogger("naa_runtime")
+
+TOP_LEVEL = ("train",)
+"""Sub-apps `naaice_cli.main` mounts at top level: `naaice train …` (POET surrogate training)."""
+train = train_app
 
 DEFAULT_KERNEL_MODULES = ("naa_runtime.kernels.training", "naa_runtime.training.kernels")
 """Plug-in modules imported when they exist (the training core's kernels)."""

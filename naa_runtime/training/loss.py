@@ -45,9 +45,12 @@ class HuberMassBalance:
         mb_matrix: np.ndarray | None = None,
         dtype: np.dtype[np.floating] | type[np.floating] = np.float32,
         kind: str = "huber",
+        mb_norm: str = "l2",
     ) -> None:
         if kind not in ("huber", "mse"):
             raise LossError(f"loss must be 'huber' or 'mse', got {kind!r}")
+        if mb_norm not in ("l1", "l2"):
+            raise LossError(f"mass-balance norm must be 'l1' or 'l2', got {mb_norm!r}")
         if delta <= 0:
             raise LossError(f"Huber delta must be > 0, got {delta}")
         if mb_lambda < 0:
@@ -55,6 +58,7 @@ class HuberMassBalance:
         if mb_lambda > 0 and mb_matrix is None:
             raise LossError("λ > 0 needs the stoichiometry matrix and scaling bounds")
         self.kind = kind
+        self.mb_norm = mb_norm
         self.delta = float(delta)
         self.mb_lambda = float(mb_lambda)
         self.dtype = np.dtype(dtype)
@@ -89,8 +93,14 @@ class HuberMassBalance:
             np.multiply(q, 1.0 / n, out=grad)
         if r is not None and self.matrix is not None:
             np.matmul(diff, self.matrix, out=r)
-            value += self.mb_lambda * float(np.vdot(r, r)) / r.size
-            np.matmul(r, self.matrix.T, out=q)
-            q *= 2.0 * self.mb_lambda / r.size
+            if self.mb_norm == "l2":
+                value += self.mb_lambda * float(np.vdot(r, r)) / r.size
+                np.matmul(r, self.matrix.T, out=q)
+                q *= 2.0 * self.mb_lambda / r.size
+            else:  # the slide's |Δm|: λ·mean|r|, gradient λ·sign(r)·Mᵀ / size
+                value += self.mb_lambda * float(np.abs(r).sum()) / r.size
+                np.sign(r, out=r)
+                np.matmul(r, self.matrix.T, out=q)
+                q *= self.mb_lambda / r.size
             grad += q
         return value

@@ -48,6 +48,7 @@ class HyperParameters:
     loss: str = "huber"
     huber_delta: float = 0.05
     mb_lambda: float = 0.0
+    mb_norm: str = "l2"
     seed: int = 0
     shuffle: bool = True
 
@@ -64,6 +65,8 @@ class HyperParameters:
             raise TrainingError(f"huber_delta must be > 0, got {self.huber_delta}")
         if self.mb_lambda < 0:
             raise TrainingError(f"mb_lambda must be ≥ 0, got {self.mb_lambda}")
+        if self.mb_norm not in ("l1", "l2"):
+            raise TrainingError(f"mb_norm must be 'l1' or 'l2', got {self.mb_norm!r}")
         if not 0 <= self.momentum < 1:
             raise TrainingError(f"momentum must be in [0, 1), got {self.momentum}")
 
@@ -125,6 +128,7 @@ class Trainer:
             mb_matrix=mb_matrix,
             dtype=self.dtype,
             kind=hyper.loss,
+            mb_norm=hyper.mb_norm,
         )
         size = self.network.params.size
         self.optimizer: Optimizer

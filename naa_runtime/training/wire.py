@@ -18,19 +18,20 @@ from typing import Any
 import numpy as np
 
 U64 = struct.Struct("<Q")
+Buffer = memoryview | bytes | bytearray
 
 
 class LayoutError(ValueError):
     """A region whose bytes do not follow the documented layout."""
 
 
-def _u64(buf: memoryview | bytes, offset: int) -> tuple[int, int]:
+def _u64(buf: Buffer, offset: int) -> tuple[int, int]:
     if offset + 8 > len(buf):
         raise LayoutError(f"region ends at byte {len(buf)} while reading a count at {offset}")
     return U64.unpack_from(buf, offset)[0], offset + 8
 
 
-def _f64(buf: memoryview | bytes, offset: int, count: int) -> tuple[np.ndarray, int]:
+def _f64(buf: Buffer, offset: int, count: int) -> tuple[np.ndarray, int]:
     end = offset + 8 * count
     if count > (1 << 40) or end > len(buf):
         raise LayoutError(
@@ -60,7 +61,7 @@ def encode_poet_model(
     return b"".join(parts)
 
 
-def decode_poet_model(buf: memoryview | bytes) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
+def decode_poet_model(buf: Buffer) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
     """(W fan_in × units, b) per layer, and whether the matrices came as units × fan_in.
 
     The orientation is read from how consecutive matrices chain; when both readings chain
@@ -107,7 +108,7 @@ def encode_columns(data: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def decode_columns(buf: memoryview | bytes) -> np.ndarray:
+def decode_columns(buf: Buffer) -> np.ndarray:
     """rows × columns float64 from POET's data layout; every column must have one length."""
     ncols, off = _u64(buf, 0)
     if not 1 <= ncols <= 4096:
@@ -133,7 +134,7 @@ def matrix_size(rows: int, cols: int) -> int:
     return 16 + 4 * rows * cols
 
 
-def decode_matrix(buf: memoryview | bytes) -> np.ndarray:
+def decode_matrix(buf: Buffer) -> np.ndarray:
     rows, off = _u64(buf, 0)
     cols, off = _u64(buf, off)
     if rows * cols * 4 + off > len(buf):
@@ -145,7 +146,7 @@ def encode_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def decode_json(buf: memoryview | bytes) -> Any:
+def decode_json(buf: Buffer) -> Any:
     raw = bytes(buf).rstrip(b"\0")
     try:
         return json.loads(raw.decode())
