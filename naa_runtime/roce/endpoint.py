@@ -10,6 +10,7 @@ QPs are told apart by their QP number.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import random
@@ -165,6 +166,12 @@ class Endpoint:
                 s.setsockopt(socket.SOL_SOCKET, force, self.config.socket_buffer)
             except OSError:
                 s.setsockopt(socket.SOL_SOCKET, plain, self.config.socket_buffer)
+        # Never keep more packets in flight than a receive buffer like ours can hold (without
+        # the privilege to raise it, Linux caps SO_RCVBUF at net.core.rmem_max).
+        rcvbuf = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        fit = max(16, rcvbuf // (2 * (self.config.mtu + 512)))
+        if fit < self.config.window:
+            self.config = dataclasses.replace(self.config, window=fit)
         self._gro = False
         if self.config.gro:
             try:

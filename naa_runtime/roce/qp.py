@@ -41,6 +41,7 @@ _RETH = struct.Struct("!QII")
 _IMM = struct.Struct("!I")
 _ACK = struct.Struct("!BBHIII")
 MIN_WINDOW = 8.0
+INITIAL_WINDOW = 256
 _CONTINUATIONS = frozenset(
     {Opcode.RDMA_WRITE_MIDDLE, Opcode.RDMA_WRITE_LAST, Opcode.SEND_MIDDLE, Opcode.SEND_LAST}
 )
@@ -80,10 +81,11 @@ class Completion:
 class TransportConfig:
     """Knobs of the RC transport. Defaults are the documented decisions of
     docs/reference/protocol.md (PMTU 4096, ACK timeout code 15 ≈ 134 ms, RNR timer code 14
-    ≈ 1.28 ms, retry 7, RNR retry 6, at most 512 packets = 2 MiB unacknowledged)."""
+    ≈ 1.28 ms, retry 7, RNR retry 6, at most 4096 packets = 16 MiB unacknowledged — fewer if
+    the socket's receive buffer is smaller)."""
 
     mtu: int = 4096
-    window: int = 512
+    window: int = 4096
     ack_every: int = 64
     ack_timeout: float = 4.096e-6 * (1 << 15)
     retry_count: int = 7
@@ -232,7 +234,8 @@ class QueuePair:
         self._rnr_retries = config.rnr_retry_count
         self._rnr_until: float | None = None
         self._dqp_word = 0xFF000000 | (peer_qpn & 0xFFFFFF)
-        self._cwnd = float(config.window)
+        self._cwnd = float(min(config.window, INITIAL_WINDOW))
+        self._ssthresh = float("inf")
         # Responder.
         self._epsn = expect_psn & PSN_MASK
         self._msn = 0
@@ -451,8 +454,13 @@ class QueuePair:
         if d_new < 0 or psn_diff(psn, self._assign_psn) >= 0:
             return False
         self._una = psn_add(psn, 1)
-        # Additive increase of the go-back-N window (see _shrink_window).
-        self._cwnd = min(self.config.window, self._cwnd + 16.0 * (d_new + 1) / self._cwnd)
+        # The go-back-N window grows exponentially until the first loss, then additively
+        # (see _shrink_window).
+        acked = d_new + 1
+        if self._cwnd < self._ssthresh:
+            self._cwnd = min(self.config.window, self._cwnd + acked)
+        else:
+            self._cwnd = min(self.config.window, self._cwnd + 16.0 * acked / self._cwnd)
         sq = self._sq
         while sq and psn_diff(self._una, psn_add(sq[0].first_psn, sq[0].npkts)) >= 0:
             w = sq.popleft()
@@ -524,10 +532,16 @@ class QueuePair:
         }.get(syndrome, WcStatus.REM_OP_ERR)  # type: ignore[call-overload]
         self._fail(status, done)
 
+    @property
+    def window(self) -> int:
+        """Packets the requester may have unacknowledged now (adapts to loss)."""
+        return int(self._cwnd)
+
     def _shrink_window(self) -> None:
         """Multiplicative decrease on loss: every packet in flight behind a loss is resent
         (go-back-N), so under loss a smaller window wastes less; it grows back on ACKs."""
         self._cwnd = max(MIN_WINDOW, self._cwnd / 2)
+        self._ssthresh = self._cwnd
 
     def deadline(self) -> float | None:
         return self._deadline

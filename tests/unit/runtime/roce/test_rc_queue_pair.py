@@ -25,9 +25,10 @@ CONFIG = TransportConfig(mtu=1024, window=64, ack_every=64, ack_timeout=0.01)
 
 
 def _raw(p: OutPacket) -> bytes:
-    h = bytearray(p.header)
+    header, payload, pad = p
+    h = bytearray(header)
     h[4] = 0
-    return bytes(h) + bytes(p.payload) + b"\0" * p.pad
+    return bytes(h) + bytes(payload) + b"\0" * pad
 
 
 class Counting(QpObserver):
@@ -60,7 +61,7 @@ class Pair:
 
         def tx_b(pkts: list[OutPacket]) -> None:
             for p in pkts:
-                self.events.append(f"b sends {p.header[0]:#04x}")
+                self.events.append(f"b sends {p[0][0]:#04x}")
                 self.to_a.append(_raw(p))
 
         def done_b(c: Completion) -> None:
@@ -248,3 +249,19 @@ def test_the_ack_of_a_request_is_sent_before_its_completion_is_reported() -> Non
     pair.run()
     assert pair.events[:2] == ["b sends 0x11", "b completes RECV"]
     assert pair.done_b[0].solicited
+
+
+def test_the_go_back_n_window_halves_on_loss_and_grows_back_on_acks() -> None:
+    pair = Pair(config=TransportConfig(mtu=1024, window=64, ack_every=8, ack_timeout=0.01))
+    buf, rkey = _region(pair, 64 * 1024)
+    data = _pattern(64 * 1024)
+    assert pair.a.window == 64
+    pair.a.post_write(wr_id=1, local=memoryview(data), remote_va=0x10000, rkey=rkey)
+    pair.run(drop_to_b=lambda i, raw: i == 5)
+    after_loss = pair.a.window
+    assert after_loss < 64
+    assert bytes(buf) == data
+    for k in range(20):
+        pair.a.post_write(wr_id=2 + k, local=memoryview(data), remote_va=0x10000, rkey=rkey)
+        pair.run()
+    assert pair.a.window > after_loss
