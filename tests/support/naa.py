@@ -57,15 +57,16 @@ def _address_free(address: str, *, mgmt_port: int) -> bool:
     return True
 
 
-_hosts = itertools.count(FIRST_HOST)
+# Each process walks the range from a random start: concurrent test runs on one machine (all
+# using this factory) would otherwise probe and take the same addresses in lockstep.
+_span = LAST_HOST - FIRST_HOST + 1
+_hosts = (FIRST_HOST + (offset % _span) for offset in itertools.count(random.randrange(_span)))
 
 
 def next_free_address(*, mgmt_port: int = MGMT_PORT) -> str:
-    """A loopback address for another software NAA (127.0.0.10 upwards, as contracts.md says)."""
-    for host in _hosts:
-        if host > LAST_HOST:
-            break
-        address = f"127.0.0.{host}"
+    """A loopback address for another software NAA (127.0.0.10–250, as contracts.md says)."""
+    for _ in range(_span):
+        address = f"127.0.0.{next(_hosts)}"
         if _address_free(address, mgmt_port=mgmt_port):
             return address
     raise NAAStartError("no free loopback address in 127.0.0.10–250 for another software NAA")
