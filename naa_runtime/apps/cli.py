@@ -94,6 +94,10 @@ def poet(  # noqa: PLR0917 - typer reads every option from this signature
     out: Annotated[
         Path, typer.Option(envvar=_env("out"), help="Directory for result.json and the plots.")
     ] = Path("naaice-train-poet"),
+    local_address: Annotated[
+        str | None,
+        typer.Option(envvar=_env("local-address"), help="Host-side RoCEv2 address."),
+    ] = None,
 ) -> None:
     """Train the POET surrogate through the NAAs in NAA_SPEC (or --local) and evaluate it."""
     from rich.console import Console
@@ -128,6 +132,7 @@ def poet(  # noqa: PLR0917 - typer reads every option from this signature
         chunk_rows=chunk_rows,
         board=board or None,
         local=local,
+        local_address=local_address,
         out=out,
     )
     with console.status("generating the barite dataset (cached under $NAAICE_CACHE/poet)"):

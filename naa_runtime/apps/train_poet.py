@@ -47,6 +47,7 @@ class RunConfig:
     chunk_rows: int = 2500
     board: str | None = "u55c"
     local: bool = False
+    local_address: str | None = None  # host-side RoCEv2 address (default: chosen by route)
     out: Path = Path("naaice-train-poet")
     plots: bool = True
 
@@ -135,7 +136,9 @@ def _train_session(
         request["board"] = config.board
     req = bytearray(wire.encode_json(request))
     reply = bytearray(64 * 1024)
-    with Naa(FN_CONFIGURE, inputs=[req], outputs=[reply]) as naa:
+    with Naa(
+        FN_CONFIGURE, inputs=[req], outputs=[reply], local_address=config.local_address
+    ) as naa:
         rc = naa()
     answer = wire.decode_json(reply) if any(reply) else {}
     if rc != 0:
@@ -144,25 +147,27 @@ def _train_session(
         )
     x, y = prepared.scaled(prepared.train)
     bx, by = bytearray(wire.encode_matrix(x)), bytearray(wire.encode_matrix(y))
-    with Naa(FN_LOAD, inputs=[bx, by]) as naa:
+    with Naa(FN_LOAD, inputs=[bx, by], local_address=config.local_address) as naa:
         _call(naa, "train.load")
     fit_req = bytearray(struct.pack("<II", 1, 0))
     losses = bytearray(16)
     history: list[float] = []
-    with Naa(FN_FIT, inputs=[fit_req], outputs=[losses]) as naa:
+    with Naa(FN_FIT, inputs=[fit_req], outputs=[losses], local_address=config.local_address) as naa:
         for _ in range(config.epochs):  # one RPC per epoch drives the progress bar
             _call(naa, "train.fit")
             history.append(struct.unpack_from("<d", losses, 8)[0])
             progress(1, f"loss {history[-1]:.3g}")
     weights = bytearray(wire.poet_model_size(Network(config.graph).get_layers()))
-    with Naa(FN_FETCH, inputs=[bytearray(8)], outputs=[weights]) as naa:
+    with Naa(
+        FN_FETCH, inputs=[bytearray(8)], outputs=[weights], local_address=config.local_address
+    ) as naa:
         _call(naa, "train.fetch")
     layers, _ = wire.decode_poet_model(weights)
 
     def infer(xs: np.ndarray) -> np.ndarray:
         inp = bytearray(wire.encode_matrix(xs))
         out = bytearray(wire.matrix_size(xs.shape[0], config.graph.outputs))
-        with Naa(FN_INFER, inputs=[inp], outputs=[out]) as naa:
+        with Naa(FN_INFER, inputs=[inp], outputs=[out], local_address=config.local_address) as naa:
             _call(naa, "train.infer")
         return np.array(wire.decode_matrix(out))
 
@@ -195,7 +200,7 @@ def _train_poet_calls(
         model = bytearray(wire.encode_poet_model(net.get_layers()))
         out = bytearray(size)
         inputs = [model, bytearray(wire.encode_columns(cx)), bytearray(wire.encode_columns(cy))]
-        with Naa(FN_POET, inputs=inputs, outputs=[out]) as naa:
+        with Naa(FN_POET, inputs=inputs, outputs=[out], local_address=config.local_address) as naa:
             _call(naa, "poet.train", user=user)
         layers, _ = wire.decode_poet_model(out)
         net.set_layers(layers)
