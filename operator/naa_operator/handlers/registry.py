@@ -38,11 +38,13 @@ def build_registry(*, controller: Controller, admission: Admission | None) -> ko
             controller.enqueue(f"{meta.get('namespace')}/{job}")
 
     @kopf.on.event("naaice.io", "v1alpha1", "networkattachedaccelerators", registry=registry)
-    def naa_event(**_: Any) -> None:
+    def naa_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        controller.observe("naa", type, dict(body))
         controller.trigger_schedule()
 
     @kopf.on.event("naaice.io", "v1alpha1", "bitstreams", registry=registry)
-    def bitstream_event(**_: Any) -> None:
+    def bitstream_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        controller.observe("bitstream", type, dict(body))
         controller.trigger_schedule()
 
     if admission is not None:

@@ -18,8 +18,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from naa_operator.adapters.kube import Body, Conflict, Kube, KubeError, LeaseInfo, NotFound
@@ -27,6 +27,7 @@ from naa_operator.adapters.management import Management, ManagementError, Reject
 from naa_operator.core import conditions as cond
 from naa_operator.core import injection
 from naa_operator.core.lifecycle import (
+    Decision,
     JobState,
     Step,
     attempts_exhausted,
@@ -141,6 +142,12 @@ class Controller:
         self._lost: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._delayed: dict[str, asyncio.TimerHandle] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._naa_cache: dict[str, Body] = {}
+        self._bs_cache: dict[str, Body] = {}
+        self._cache_primed = False
+        self._last_sample: dict[str, Sample] = {}
 
     # ---------------------------------------------------------------- entry points for handlers
 
@@ -225,7 +232,14 @@ class Controller:
             if not self._leader:
                 continue
             try:
-                await self.schedule_pass()
+                started = time.perf_counter()
+                placed, waiting = await self.schedule_pass()
+                log.info(
+                    "scheduling pass: %d placed, %d waiting, %.0f ms",
+                    placed,
+                    waiting,
+                    1e3 * (time.perf_counter() - started),
+                )
             except (KubeError, ManagementError) as exc:
                 log.warning("scheduling pass failed, retrying: %s", exc)
                 await asyncio.sleep(0.5)
@@ -316,17 +330,33 @@ class Controller:
 
     # ---------------------------------------------------------------------- cluster state
 
+    def observe(self, kind: str, event_type: str | None, body: Body) -> None:
+        """Keep the NAA and Bitstream caches current from Kopf's watch events (handlers call
+        this). Placement reads the caches; Leases, not the cache, guarantee exclusivity."""
+        cache = self._naa_cache if kind == "naa" else self._bs_cache
+        name = str((body.get("metadata") or {}).get("name", ""))
+        if event_type == "DELETED":
+            cache.pop(name, None)
+        elif name:
+            cache[name] = body
+
     async def _naas_and_bitstreams(self) -> tuple[list[NAAView], list[BitstreamView]]:
-        raw_naas, raw_bs = await asyncio.gather(
-            self.kube.list_cluster_objects("networkattachedaccelerators"),
-            self.kube.list_cluster_objects("bitstreams"),
-        )
+        if not self._cache_primed:
+            raw_naas, raw_bs = await asyncio.gather(
+                self.kube.list_cluster_objects("networkattachedaccelerators"),
+                self.kube.list_cluster_objects("bitstreams"),
+            )
+            for body in raw_naas:
+                self._naa_cache.setdefault(body["metadata"]["name"], body)
+            for body in raw_bs:
+                self._bs_cache.setdefault(body["metadata"]["name"], body)
+            self._cache_primed = True
         naas = []
-        for body in raw_naas:
+        for body in list(self._naa_cache.values()):
             naas.append(views.naa_view(body))
             access = views.naa_access(body)
             self._access[access.name] = access
-        return naas, [views.bitstream_view(b) for b in raw_bs]
+        return naas, [views.bitstream_view(b) for b in list(self._bs_cache.values())]
 
     async def _allocation_leases(self, selector: str = LABEL_NAA) -> list[LeaseInfo]:
         return await self.kube.list_leases(self.config.lease_namespace, selector)
@@ -362,8 +392,9 @@ class Controller:
 
     # ---------------------------------------------------------------------- scheduling pass
 
-    async def schedule_pass(self) -> None:
-        """Place every job that waits for NAAs, acquire their Leases and record the result."""
+    async def schedule_pass(self) -> tuple[int, int]:
+        """Place every job that waits for NAAs, acquire their Leases and record the result;
+        returns (placed, still waiting)."""
         jobs, leases, (naas, bitstreams) = await asyncio.gather(
             self.kube.list_naajobs(self.config.namespace),
             self._allocation_leases(),
@@ -417,10 +448,11 @@ class Controller:
         work = []
         for body, view, placement in zip(pending, job_views, result.placements, strict=True):
             if placement.placed:
-                work.append(self._bind(body, view, placement.assignments, placement.trace))
+                work.append(self._bind_locked(body, view, placement.assignments, placement.trace))
             else:
                 work.append(self._still_pending(body, placement.reason, placement.trace))
         await asyncio.gather(*work)
+        return len(result.placed()), len(result.pending())
 
     async def _orphaned(self, lease: LeaseInfo) -> bool:
         """A Lease is orphaned when the NAAJob its holder names is gone (or was recreated)."""
@@ -431,6 +463,16 @@ class Controller:
         body = await self.kube.get_naajob(namespace, name)
         return body is None or body["metadata"]["uid"] != uid
 
+    async def _bind_locked(
+        self,
+        body: Body,
+        view: JobView,
+        assignments: Sequence[Assignment],
+        trace: Sequence[str],
+    ) -> None:
+        async with self._lock(view.key):
+            await self._bind(body, view, assignments, trace)
+
     async def _bind(
         self,
         body: Body,
@@ -439,7 +481,15 @@ class Controller:
         trace: Sequence[str],
     ) -> None:
         ns = self.config.lease_namespace
-        before = await asyncio.gather(*(self._sample(a.naa) for a in assignments))
+        # The edge sample before the bind: the newest periodic one (NAAs are sampled once a
+        # second while idle too); fetched now only when there is none recent.
+        now_ns = _now_ns()
+        before: list[Sample | None] = []
+        for a in assignments:
+            last = self._last_sample.get(a.naa)
+            if last is None or now_ns - last.t_ns > 3 * self.config.sample_seconds * 1e9:
+                last = await self._sample(a.naa)
+            before.append(last)
         bound_ns = _now_ns()
         bound_at = views.ns_to_rfc3339_ns(bound_ns)
         created = await asyncio.gather(
@@ -475,12 +525,14 @@ class Controller:
             )
             self.trigger_schedule()
             return
-        # Samples just before and just after the bind instant bracket the window's edge.
-        after = await asyncio.gather(*(self._sample_after(a.naa, bound_ns) for a in assignments))
-        for a, first, second in zip(assignments, before, after, strict=True):
+        # The sample just after the bind instant closes the bracket around the window's edge;
+        # it is taken in the background so the pass does not wait for the NAAs.
+        for a, first in zip(assignments, before, strict=True):
             sampler = _Sampler(naa=a.naa, holder=view.holder)
-            sampler.samples.extend(s for s in (first, second) if s is not None)
+            if first is not None:
+                sampler.samples.append(first)
             self._samplers[a.naa] = sampler
+            self._spawn(self._edge_sample(sampler, bound_ns))
         spec_original = injection.render_original(assignments)
         conds = cond.set_condition(
             views.job_conditions(body),
@@ -504,7 +556,7 @@ class Controller:
             await self.kube.patch_naajob_status(meta["namespace"], meta["name"], status)
         except NotFound:
             return  # the job vanished; its Leases are reclaimed as orphans
-        await self.kube.event(
+        self._event(
             involved=body, reason="Scheduled", message=f"NAA Spec {spec_original}: " + trace[0]
         )
         self.enqueue(view.key)
@@ -537,7 +589,7 @@ class Controller:
                 meta["name"],
                 {"conditions": [c.to_dict() for c in new], "observedGeneration": generation},
             )
-        await self.kube.event(involved=body, reason=reason, message=message, type="Warning")
+        self._event(involved=body, reason=reason, message=message, type="Warning")
 
     # ---------------------------------------------------------------------- energy samplers
 
@@ -561,12 +613,22 @@ class Controller:
             await asyncio.sleep(0.01)
 
     async def _sampler_loop(self) -> None:
+        """Sample every known NAA once a period: bound NAAs feed their job's energy (and a
+        sensor that stops answering marks the NAA lost), idle ones provide the sample just
+        before the next bind."""
         while True:
             await asyncio.sleep(self.config.sample_seconds)
-            samplers = list(self._samplers.values())
-            results = await asyncio.gather(*(self._sample(s.naa) for s in samplers))
+            if not self._leader:
+                continue
+            names = sorted(set(self._access) | set(self._samplers))
+            results = await asyncio.gather(*(self._sample(n) for n in names))
             now = time.monotonic()
-            for sampler, sample in zip(samplers, results, strict=True):
+            for naa, sample in zip(names, results, strict=True):
+                if sample is not None:
+                    self._last_sample[naa] = sample
+                sampler = self._samplers.get(naa)
+                if sampler is None:
+                    continue
                 if sample is not None:
                     sampler.samples.append(sample)
                     sampler.failures_since = None
@@ -585,7 +647,19 @@ class Controller:
 
     # ---------------------------------------------------------------------- per-job reconcile
 
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
     async def reconcile(self, key: str) -> None:
+        """Carry out the next step(s) of one job; serialised with the scheduler's binding of
+        the same job, so neither acts on a half-written binding of the other."""
+        async with self._lock(key):
+            await self._reconcile(key)
+
+    async def _reconcile(self, key: str) -> None:
         namespace, name = key.split("/", 1)
         body = await self.kube.get_naajob(namespace, name)
         if body is None:
@@ -638,7 +712,37 @@ class Controller:
             )
             return
         step = decision.step
-        log.debug("%s: %s", key, step.value)
+        started = time.perf_counter()
+        try:
+            await self._act(
+                key,
+                body,
+                state=state,
+                decision=decision,
+                held=held,
+                own_pods=own_pods,
+                assigned=assigned,
+            )
+        finally:
+            if step not in (Step.WATCH, Step.NOTHING, Step.SCHEDULE):
+                log.info("%s: %s (%.0f ms)", key, step.value, 1e3 * (time.perf_counter() - started))
+
+    async def _act(
+        self,
+        key: str,
+        body: Body,
+        *,
+        state: JobState,
+        decision: Decision,
+        held: Mapping[str, LeaseInfo],
+        own_pods: Sequence[Body],
+        assigned: Sequence[Assignment],
+    ) -> None:
+        namespace, name = key.split("/", 1)
+        meta = body["metadata"]
+        uid = meta["uid"]
+        conds = state.conditions
+        step = decision.step
         if step is Step.RELEASE_AND_FORGET:
             if not await self._drain_then_release(key, namespace, own_pods, held):
                 return
@@ -735,12 +839,15 @@ class Controller:
                 {"assignedNAAs": None, "naaSpec": None, "conditions": [c.to_dict() for c in new]},
             )
             await self._drain_then_release(key, namespace, own_pods, held)
-            await self.kube.event(
-                involved=body, reason="LeaseLost", message=decision.message, type="Warning"
-            )
+            self._event(involved=body, reason="LeaseLost", message=decision.message, type="Warning")
             self.trigger_schedule()
         elif step is Step.FLASH:
-            await self._flash(body, state, assigned, held)
+            flashed = await self._flash(body, state, assigned, held)
+            if flashed is not None and not any(not p.deleting for p in state.pods):
+                # Straight on to the pods: saves a full read of the job on the hot path.
+                await self._create_pods(body, replace(state, conditions=flashed), assigned)
+            elif flashed is not None:
+                self.enqueue(key)
         elif step is Step.CLEAN_OLD_PODS:
             await self._delete_pods(
                 namespace,
@@ -801,6 +908,20 @@ class Controller:
         else:
             await self._release(held)
         return True
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _event(self, **kwargs: Any) -> None:
+        """Post an Event without waiting for it: events are a record, not state."""
+        self._spawn(self.kube.event(**kwargs))
+
+    async def _edge_sample(self, sampler: _Sampler, t_ns: int) -> None:
+        sample = await self._sample_after(sampler.naa, t_ns)
+        if sample is not None:
+            sampler.samples.append(sample)
 
     async def _delete_pods(self, namespace: str, pods: Sequence[Body]) -> None:
         await asyncio.gather(
@@ -925,7 +1046,7 @@ class Controller:
             status["energy"] = energy
         await self.kube.patch_naajob_status(meta["namespace"], meta["name"], status)
         total = (energy or {}).get("totalJoules", 0.0)
-        await self.kube.event(
+        self._event(
             involved=body,
             reason=reason,
             message=f"{message}; energy {total} J",
@@ -1011,7 +1132,7 @@ class Controller:
                 "conditions": [c.to_dict() for c in new],
             },
         )
-        await self.kube.event(
+        self._event(
             involved=body,
             reason="AttemptFailed",
             message=f"attempt {failed} failed: {message}; retrying",
@@ -1079,7 +1200,9 @@ class Controller:
         state: JobState,
         assigned: Sequence[Assignment],
         held: Mapping[str, LeaseInfo],
-    ) -> None:
+    ) -> tuple[cond.Condition, ...] | None:
+        """Flash every assigned NAA in parallel; the new conditions on success, else None
+        (the attempt has failed and was handled)."""
         meta = body["metadata"]
         _, bitstreams = await self._naas_and_bitstreams()
         by_name = {b.name: b for b in bitstreams}
@@ -1114,7 +1237,7 @@ class Controller:
                 meta["namespace"], meta["name"], {"conditions": [c.to_dict() for c in new]}
             )
             await self._attempt_failed(body, state, assigned, held, message, reason="FlashFailed")
-            return
+            return None
         took = ", ".join(
             f"{a.naa} {r:.2f}s"
             for a, r in zip(assigned, results, strict=True)
@@ -1132,8 +1255,8 @@ class Controller:
         await self.kube.patch_naajob_status(
             meta["namespace"], meta["name"], {"conditions": [c.to_dict() for c in new]}
         )
-        await self.kube.event(involved=body, reason="Flashed", message=f"digest loaded: {took}")
-        self.enqueue(views.job_key(body))
+        self._event(involved=body, reason="Flashed", message=f"digest loaded: {took}")
+        return new
 
     async def _create_pods(
         self, body: Body, state: JobState, assigned: Sequence[Assignment]

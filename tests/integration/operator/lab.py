@@ -320,6 +320,7 @@ class Lab:
         kubeconfig: Path | None = None,
         extra: Iterable[str] = (),
         env: dict[str, str] | None = None,
+        verbose: bool = True,
     ) -> OperatorProcess:
         log = self.workdir / f"operator-{identity}-{len(self.operators)}.log"
         args = [
@@ -333,7 +334,7 @@ class Lab:
             "--identity",
             identity,
             "--peering" if peering else "--standalone",
-            "--verbose",
+            *(("--verbose",) if verbose else ()),
             *extra,
         ]
         proc_env = {k: v for k, v in os.environ.items() if not k.startswith("NAAICE_")}
@@ -347,6 +348,31 @@ class Lab:
         op = OperatorProcess(process=process, log=log, identity=identity)
         self.operators.append(op)
         return op
+
+    def webhook_args(self) -> list[str]:
+        """Flags for an operator with its admission webhook on a free loopback port, serving a
+        certificate issued from the cluster's CA."""
+        import socket
+
+        from naaice_cluster.pki import issue_serving_cert
+
+        pki = self.cluster.layout.pki
+        certs = issue_serving_cert(
+            ca_cert=pki / "ca.crt", ca_key=pki / "ca.key", out_dir=self.workdir / "webhook-pki"
+        )
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        return [
+            "--webhook-port",
+            str(port),
+            "--webhook-cert",
+            str(certs.cert),
+            "--webhook-key",
+            str(certs.key),
+            "--webhook-ca",
+            str(certs.ca),
+        ]
 
     # -- waiting -----------------------------------------------------------------------------------
 

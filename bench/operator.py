@@ -1,0 +1,244 @@
+"""Operator benchmark, in one run on the embedded control plane with real software NAAs:
+
+1. lifecycle: 200 NAAJobs on 32 NAAs (zero flash time), 32 in flight at a time; jobs/s from
+   first apply to last terminal condition, p50/p99 apply→pods-created latency. Baseline in the
+   same run: the same number of bare pods (same command, same pod runner) at the same
+   concurrency, i.e. what the platform costs without the operator.
+2. placement: pure first-fit of 10 000 jobs onto 10 000 NAAs vs the naive O(J·N) first-fit.
+
+Floors (issue 5): p99 < 2 s at 32 concurrent, ≥ 10 jobs/s, first-fit 10k×10k < 1 s.
+Run: `.venv/bin/python bench/operator.py [--jobs 200 --naas 32]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import contextlib
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from naa_operator.core.model import (  # noqa: E402
+    BitstreamView,
+    FunctionView,
+    JobView,
+    NAAView,
+    RequestView,
+)
+from naa_operator.core.placement import first_fit, naive_first_fit  # noqa: E402
+
+console = Console()
+
+
+def bench_placement(n_jobs: int = 10_000, n_naas: int = 10_000) -> dict[str, float]:
+    boards = ("alveo-u55c", "alveo-u280", "xupvvh", "vck5000")
+    bitstreams = [
+        BitstreamView(
+            name=f"bs-{b}",
+            digest="sha256:" + f"{i}" * 64,
+            compatible_boards=(b,),
+            functions=(FunctionView("add1", 1, 1), FunctionView("train", 16, 3)),
+        )
+        for i, b in enumerate(boards)
+    ]
+    naas = [
+        NAAView(name=f"naa-{i:05}", board_model=boards[i % 4], address=f"10.{i // 250}.{i % 250}.1")
+        for i in range(n_naas)
+    ]
+    jobs = [
+        JobView(
+            key=f"ns/j{i:05}",
+            uid=str(i),
+            requests=(RequestView("r", "add1" if i % 3 else "train", 1),),
+        )
+        for i in range(n_jobs)
+    ]
+    t0 = time.perf_counter()
+    fast = first_fit(jobs=jobs, naas=naas, bitstreams=bitstreams, leased={})
+    t_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    slow = naive_first_fit(jobs=jobs, naas=naas, bitstreams=bitstreams, leased={})
+    t_slow = time.perf_counter() - t0
+    assert [[a.naa for a in p.assignments] for p in fast.placements] == slow
+    return {"fast_s": t_fast, "naive_s": t_slow, "placed": float(len(fast.placed()))}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def bench_lifecycle(n_jobs: int, n_naas: int, concurrency: int) -> dict[str, float]:
+    from kubernetes import watch
+
+    from naaice_cluster import controlplane as cp
+    from tests.integration.operator.lab import Lab
+    from tests.support.naa import SoftwareNAAFactory
+
+    workdir = Path(tempfile.mkdtemp(prefix="naaice-bench-operator-"))
+    with contextlib.ExitStack() as stack:
+        console.print("starting the embedded control plane …")
+        cluster = cp.start_embedded(name=f"bench-op-{int(time.time())}", run_dir=workdir / "run")
+        stack.callback(cp.stop, cluster)
+        namespace = "bench-operator"
+        cluster.kubectl("create", "namespace", namespace, check=True)
+        while cluster.kubectl("get", "sa", "default", "-n", namespace).returncode != 0:
+            time.sleep(0.2)
+        factory = SoftwareNAAFactory(workdir=workdir)
+        stack.callback(factory.close)
+        lab = Lab(cluster=cluster, namespace=namespace, naa_factory=factory, workdir=workdir)
+        stack.callback(lab.close)
+        console.print(f"starting {n_naas} software NAAs …")
+        lab.add_naas(n_naas, flash_seconds=0.0)
+        lab.add_bitstream(flash_seconds=0.0)
+        command = ["/bin/true"]
+
+        # Pod creation times, from a watch (the client's clock, like the apply times).
+        first_pod: dict[str, float] = {}
+        stop = threading.Event()
+
+        def watch_pods() -> None:
+            w = watch.Watch()
+            while not stop.is_set():
+                for ev in w.stream(lab.core.list_namespaced_pod, namespace, timeout_seconds=2):
+                    labels = ev["object"].metadata.labels or {}
+                    key = labels.get("naaice.io/naajob") or labels.get("bench/pod")
+                    if key and key not in first_pod:
+                        first_pod[key] = time.time()
+
+        watcher = threading.Thread(target=watch_pods, daemon=True)
+        watcher.start()
+        stack.callback(stop.set)
+
+        def closed_loop(what: str, submit, done) -> tuple[float, dict[str, float]]:  # type: ignore[no-untyped-def]
+            applied: dict[str, float] = {}
+            in_flight: list[str] = []
+            finished = 0
+            t0 = time.time()
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task(what, total=n_jobs)
+                nxt = 0
+                while finished < n_jobs:
+                    while len(in_flight) < concurrency and nxt < n_jobs:
+                        name = f"{what}-{nxt}"
+                        applied[name] = time.time()
+                        submit(name)
+                        in_flight.append(name)
+                        nxt += 1
+                    still = []
+                    for name in in_flight:
+                        if name in first_pod and done(name):
+                            finished += 1
+                            progress.advance(task)
+                        else:
+                            still.append(name)
+                    in_flight = still
+                    time.sleep(0.05)
+            return time.time() - t0, applied
+
+        # Baseline: bare pods through the same scheduler and pod runner.
+        def submit_pod(name: str) -> None:
+            body = lab.job_body(name, command=command)["spec"]["template"]
+            lab.core.create_namespaced_pod(
+                namespace,
+                {"metadata": {"name": name, "labels": {"bench/pod": name}}, "spec": body["spec"]},
+            )
+
+        def pod_done(name: str) -> bool:
+            pod = lab.core.read_namespaced_pod(name, namespace)
+            return pod.status.phase in ("Succeeded", "Failed")
+
+        pods_wall, pods_applied = closed_loop("pod", submit_pod, pod_done)
+        pod_lat = [first_pod[n] - t for n, t in pods_applied.items()]
+
+        lab.start_operator(
+            identity="bench",
+            extra=("--workers", "32"),
+            verbose=bool(os.environ.get("BENCH_VERBOSE")),
+        )
+        time.sleep(2.0)
+
+        def submit_job(name: str) -> None:
+            lab.create_job(name, command=command)
+
+        def job_done(name: str) -> bool:
+            job = lab.job(name)
+            return job is not None and lab.terminal(job) is not None
+
+        jobs_wall, jobs_applied = closed_loop("job", submit_job, job_done)
+        job_lat = [first_pod[n] - t for n, t in jobs_applied.items()]
+        failed = [j["metadata"]["name"] for j in lab.jobs() if lab.terminal(j) != "Succeeded"]
+        leaked = lab.leases()
+        return {
+            "jobs_per_s": n_jobs / jobs_wall,
+            "pods_per_s": n_jobs / pods_wall,
+            "job_p50": statistics.median(job_lat),
+            "job_p99": percentile(job_lat, 0.99),
+            "pod_p50": statistics.median(pod_lat),
+            "pod_p99": percentile(pod_lat, 0.99),
+            "failed": float(len(failed)),
+            "leaked": float(len(leaked)),
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--naas", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--skip-lifecycle", action="store_true")
+    args = parser.parse_args()
+
+    place = bench_placement()
+    table = Table(title="first-fit placement, 10 000 jobs × 10 000 NAAs")
+    table.add_column("implementation")
+    table.add_column("seconds", justify="right")
+    table.add_row("naaice indexed first-fit", f"{place['fast_s']:.3f}")
+    table.add_row("naive O(J·N) first-fit (baseline)", f"{place['naive_s']:.3f}")
+    table.add_row("speed-up", f"{place['naive_s'] / place['fast_s']:.1f}×")
+    console.print(table)
+    ok = place["fast_s"] < 1.0
+    if not args.skip_lifecycle:
+        life = bench_lifecycle(args.jobs, args.naas, args.concurrency)
+        table = Table(
+            title=f"lifecycle, {args.jobs} jobs on {args.naas} NAAs, "
+            f"{args.concurrency} in flight, zero flash time"
+        )
+        table.add_column("")
+        table.add_column("NAAJobs (operator)", justify="right")
+        table.add_column("bare pods (baseline)", justify="right")
+        table.add_row("throughput (/s)", f"{life['jobs_per_s']:.1f}", f"{life['pods_per_s']:.1f}")
+        table.add_row(
+            "apply→pods created p50 (s)", f"{life['job_p50']:.3f}", f"{life['pod_p50']:.3f}"
+        )
+        table.add_row(
+            "apply→pods created p99 (s)", f"{life['job_p99']:.3f}", f"{life['pod_p99']:.3f}"
+        )
+        table.add_row(
+            "ratio operator/baseline throughput",
+            f"{life['jobs_per_s'] / life['pods_per_s']:.2f}",
+            "",
+        )
+        table.add_row(
+            "jobs not Succeeded / Leases leaked", f"{life['failed']:.0f} / {life['leaked']:.0f}", ""
+        )
+        console.print(table)
+        ok = ok and life["job_p99"] < 2.0 and life["jobs_per_s"] >= 10 and not life["failed"]
+    console.print("floors met" if ok else "[red]floors NOT met[/red]")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
