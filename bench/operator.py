@@ -13,8 +13,8 @@ Run: `.venv/bin/python bench/operator.py [--jobs 200 --naas 32]`.
 from __future__ import annotations
 
 import argparse
-import os
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -236,6 +236,11 @@ def main() -> int:
         )
         console.print(table)
         ok = ok and life["job_p99"] < 2.0 and life["jobs_per_s"] >= 10 and not life["failed"]
+    load = os.getloadavg()
+    console.print(
+        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f} (1/5/15 min) — latencies on a shared, loaded machine are upper bounds"
+    )
     console.print("floors met" if ok else "[red]floors NOT met[/red]")
     return 0 if ok else 1
 

@@ -48,7 +48,7 @@ def test_the_webhook_injects_the_spec_into_labelled_pods_and_refuses_foreign_spe
     out = tmp_path / "probe"
     lab.core.create_namespaced_pod(lab.namespace, pod("sidecar", "host", spec_probe_command(out)))
     record = lab.wait(
-        "the extra pod's record", lambda: (out / "sidecar.json").exists(), timeout=30
+        "the extra pod's record", (out / "sidecar.json").exists, timeout=30
     ) and json.loads((out / "sidecar.json").read_text())
     assert record["NAA_SPEC"] == want
     assert json.loads(record["FILE"]) == json.loads(record["JSON"])
