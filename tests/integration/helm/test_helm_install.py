@@ -1,8 +1,8 @@
 """`helm install` of charts/naaice into the embedded cluster with the real Helm: the apiserver
 admits every object (NAA and Bitstream objects against the CRD schemas and CEL rules), the pod
 runner runs the chart's operator, agent and runtime pods as the image would, the agent (with the
-chart's RBAC and token Secret) reports the chart's NAA healthy, and `helm uninstall` removes it
-all but the CRDs."""
+chart's RBAC and token Secret) reports the chart's NAA healthy, a NAAJob runs add1 on it through
+the chart's operator, and `helm uninstall` removes it all but the CRDs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import random
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import yaml
 
 from naaice_cluster import controlplane as cp
 from naaice_cluster.config import FAKE_NODE_TAINT
-from tests.support.helm import CHART, helm
+from tests.support.helm import CHART, REPO, helm
 
 JSON = dict[str, Any]
 CRDS = (
@@ -31,8 +32,9 @@ CRDS = (
 
 
 def _free_loopback_address() -> str:
-    """A 127.0.1.x address with its UDP data-plane and TCP ports free (the software_naa
-    fixture uses 127.0.0.x, so the two never meet)."""
+    """A 127.0.1.x address of its own for the runtime (the software_naa fixture uses
+    127.0.0.x, so the two never meet), where it can serve RoCEv2 on the standard UDP 4791 —
+    the port hosts send to, since NAA_SPEC carries none."""
     for _ in range(50):
         address = f"127.0.1.{random.randint(2, 250)}"
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -69,6 +71,38 @@ def _wait(what: str, probe: Any, timeout: float = 90) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _test_kernels_spec() -> JSON:
+    spec: JSON = yaml.safe_load((CHART / "values.yaml").read_text())["bitstreams"][0]["spec"]
+    artifact = REPO / "examples" / "bitstreams" / "test-kernels.yaml"
+    spec["artifact"] = {"uri": artifact.as_uri()}
+    return spec
+
+
+#: The NAAJob's host program: fn 1 (add1) over NAA_SPEC on the NAA the operator assigned.
+_ADD_ONE = """
+import numpy as np
+from naa_runtime.client import Naa
+data = np.arange(64, dtype=np.uint8)
+with Naa(1, inputs=[data], outputs=[data]) as naa:
+    rc = naa()
+assert rc == 0, f"NAA return code {rc}"
+assert (data == np.arange(1, 65, dtype=np.uint8)).all(), data
+print("add1 ok")
+"""
+
+
+def _pod_logs(cluster: cp.Cluster, namespace: str, container: str) -> str:
+    """The pod runner's logs of the job's pods, for a failure message."""
+    pods = _get(cluster, "pods", "-n", namespace, "-l", "naaice.io/naajob=add-one") or {}
+    out = []
+    for pod in pods.get("items", []):
+        pod_dir = cluster.pod_dir(namespace, pod["metadata"]["name"])
+        log = pod_dir / f"{container}.log" if pod_dir else None
+        text = log.read_text()[-3000:] if log and log.is_file() else "(no log)"
+        out.append(f"\n--- {pod['metadata']['name']}:\n{text}")
+    return "".join(out)
+
+
 @pytest.fixture
 def release(
     embedded_cluster: cp.Cluster, namespace: str, tmp_path: Path
@@ -90,20 +124,13 @@ def release(
         "runtime": {
             "replicas": 1,
             "address": _free_loopback_address(),
-            "port": _free_port(socket.SOCK_DGRAM),
             "mgmtPort": _free_port(socket.SOCK_STREAM),
             "tolerations": toleration,
         },
         "naas": {"nodes": ["naa-node-0"]},
-        # Bitstreams are cluster-scoped: a name of this release's own, the default's spec.
-        "bitstreams": [
-            {
-                "name": f"{name}-test-kernels",
-                "spec": yaml.safe_load((CHART / "values.yaml").read_text())["bitstreams"][0][
-                    "spec"
-                ],
-            }
-        ],
+        # Bitstreams are cluster-scoped: a name of this release's own, the default's spec with
+        # the artifact where this checkout has it (the same bytes, so the same digest).
+        "bitstreams": [{"name": f"{name}-test-kernels", "spec": _test_kernels_spec()}],
     }
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
@@ -119,7 +146,7 @@ def release(
         helm("uninstall", name, "--namespace", namespace, "--wait", kubeconfig=kubeconfig)
 
 
-def test_helm_install_runs_the_chart_and_its_naa_becomes_healthy(
+def test_helm_install_runs_the_chart_and_a_naajob_succeeds_on_its_naa(
     embedded_cluster: cp.Cluster, namespace: str, release: tuple[str, JSON]
 ) -> None:
     name, values = release
@@ -159,6 +186,7 @@ def test_helm_install_runs_the_chart_and_its_naa_becomes_healthy(
             (body := _get(cluster, "naa", naa_name)) is not None
             and _condition(body, "Reachable") == "True"
             and _condition(body, "Healthy") == "True"
+            and _condition(body, "Ready") == "True"
             and body
         ),
     )
@@ -169,6 +197,51 @@ def test_helm_install_runs_the_chart_and_its_naa_becomes_healthy(
         lambda: _get(cluster, "lease", "naaice-operator-leader", "-n", namespace),
     )
     assert lease["spec"]["holderIdentity"].startswith(f"{name}-naaice-operator-")
+
+    # A NAAJob end to end through the chart's pods: the operator places it on the chart's NAA,
+    # flashes the chart's Bitstream through the management API (token from the chart's
+    # Secret), and starts the host pod, which runs add1 over RoCEv2 against the runtime pod.
+    job = {
+        "apiVersion": "naaice.io/v1alpha1",
+        "kind": "NAAJob",
+        "metadata": {"name": "add-one", "namespace": namespace},
+        "spec": {
+            "naas": [{"name": "adder", "function": "add1", "bitstream": f"{name}-test-kernels"}],
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "tolerations": values["runtime"]["tolerations"],
+                    "containers": [
+                        {
+                            "name": "host",
+                            "image": "naaice:0.1.0",
+                            "command": [sys.executable, "-c", _ADD_ONE],
+                        }
+                    ],
+                }
+            },
+        },
+    }
+    res = cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
+    assert res.returncode == 0, res.stderr
+    done = _wait(
+        "NAAJob add-one to finish",
+        lambda: (
+            (body := _get(cluster, "naajob", "add-one", "-n", namespace)) is not None
+            and (_condition(body, "Succeeded") == "True" or _condition(body, "Failed") == "True")
+            and body
+        ),
+        timeout=120,
+    )
+    assert _condition(done, "Succeeded") == "True", json.dumps(
+        done.get("status"), indent=1
+    ) + _pod_logs(cluster, namespace, "host")
+    (assigned,) = done["status"]["assignedNAAs"]
+    assert assigned["naa"] == naa_name
+    assert assigned["address"] == address
+    flashed = _get(cluster, "naa", naa_name)
+    assert flashed is not None
+    assert flashed["status"]["loadedBitstream"]["name"] == f"{name}-test-kernels"
 
 
 def test_helm_uninstall_removes_everything_but_the_crds(
