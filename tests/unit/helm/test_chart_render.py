@@ -138,8 +138,7 @@ def test_the_charts_crds_are_the_canonical_crds() -> None:
     assert sorted(p.name for p in (CHART / "crds").glob("*.yaml")) == canonical
     for name in canonical:
         assert (CHART / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes(), (
-            f"charts/naaice/crds/{name} differs from crds/{name}: "
-            "cp crds/*.yaml charts/naaice/crds/"
+            f"charts/naaice/crds/{name} differs from crds/{name}: run hack/sync-chart.sh"
         )
 
 
@@ -298,6 +297,10 @@ def _rules(docs: list[JSON], name: str) -> list[JSON]:
 
 def test_the_charts_rbac_is_deploy_rbac() -> None:
     rbac_dir = REPO / "deploy" / "rbac"
+    for path in rbac_dir.glob("*.yaml"):
+        copy = CHART / "files" / "rbac" / path.name
+        assert copy.is_file(), f"{copy} is missing: run hack/sync-chart.sh"
+        assert copy.read_bytes() == path.read_bytes(), f"{copy} is stale: run hack/sync-chart.sh"
     deployed: dict[str, list[JSON]] = {}
     for path in sorted(rbac_dir.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
