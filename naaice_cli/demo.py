@@ -32,14 +32,17 @@ class DemoContext:
     cluster: Cluster
     examples_dir: Path
     applied: list[str] = field(default_factory=list)
+    #: Run (last first) before the cluster stops: processes that steps started.
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
 
 Step = tuple[str, Callable[[DemoContext], None]]
 
 
 def apply_examples(ctx: DemoContext) -> None:
-    """Apply every examples/*.yaml (cluster-scoped objects first, then the rest)."""
-    files = sorted(ctx.examples_dir.glob("*.yaml"), key=lambda p: (p.name.startswith("naajob"), p))
+    """Apply every examples/*.yaml but the NAAJob, which `run_naajob` applies once the NAAs and
+    the operator run."""
+    files = sorted(p for p in ctx.examples_dir.glob("*.yaml") if not p.name.startswith("naajob"))
     if not files:
         console.print(f"no examples in {ctx.examples_dir}: nothing to apply")
         return
@@ -59,6 +62,18 @@ def show_objects(ctx: DemoContext) -> None:
         res = ctx.cluster.kubectl(*args)
         out = res.stdout.rstrip() or res.stderr.rstrip()
         console.print(out, markup=False, highlight=False, soft_wrap=True)
+
+
+def _naajob_steps() -> list[Step]:
+    from naaice_cli import demo_naajob
+
+    return [
+        ("Start four software NAAs", demo_naajob.start_software_naas),
+        ("Apply the examples", apply_examples),
+        ("Start the node agent and the operator", demo_naajob.start_agent_and_operator),
+        ("Run the example NAAJob", demo_naajob.run_naajob),
+        ("Show them", show_objects),
+    ]
 
 
 DEFAULT_STEPS: list[Step] = [
@@ -98,10 +113,12 @@ def run_demo(
     )
     ctx = DemoContext(cluster=cluster, examples_dir=examples_dir or repo_root() / "examples")
     try:
-        for title, step in steps if steps is not None else DEFAULT_STEPS:
+        for title, step in steps if steps is not None else _naajob_steps():
             console.print(Rule(title))
             step(ctx)
     finally:
+        for cleanup in reversed(ctx.cleanups):
+            cleanup()
         if keep:
             console.print(Rule("kept running"))
             console.print(f"export KUBECONFIG={cluster.kubeconfig}")
