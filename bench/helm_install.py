@@ -54,7 +54,6 @@ def values_for(release: str, namespace: str) -> JSON:
             "devicePlugin": False,
             "claimUnassigned": False,
             "metricsPort": _free_tcp_port(),
-            "priorityClassName": "",
             "tolerations": toleration,
         },
         "runtime": {

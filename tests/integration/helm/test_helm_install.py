@@ -118,7 +118,6 @@ def release(
             "devicePlugin": False,
             "claimUnassigned": False,
             "metricsPort": _free_port(socket.SOCK_STREAM),
-            "priorityClassName": "",
             "tolerations": toleration,
         },
         "runtime": {
