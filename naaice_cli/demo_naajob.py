@@ -144,6 +144,8 @@ def start_agent_and_operator(ctx: DemoContext) -> None:
             "run",
             "--no-device-plugin",
             "--claim-unassigned",
+            "--node-name",
+            (ctx.cluster.node_names or ["naa-node-0"])[0],
             "--lease-namespace",
             NAMESPACE,
             "--metrics-port",

@@ -1,0 +1,112 @@
+"""NAA Spec rendering and injection into pod specs, and parsing of Kubernetes bodies."""
+
+from __future__ import annotations
+
+import json
+
+from naa_operator.core import injection
+from naa_operator.core.model import Assignment
+from naa_operator.services import views
+
+A = [
+    Assignment("main", "naa-0", "127.0.0.10", 12345, 1, 1, "tk", "sha256:" + "a" * 64, "", False),
+    Assignment(
+        "aux", "naa-1", "fpga1.example", 12345, 16, 3, "poet", "sha256:" + "b" * 64, "", True
+    ),
+]
+
+
+def test_naa_spec_is_rendered_in_the_original_naaice_format() -> None:
+    assert injection.render_original(A) == "127.0.0.10:12345:1:1,fpga1.example:12345:16:3"
+
+
+def test_the_json_form_names_each_naa_and_its_bitstream() -> None:
+    doc = json.loads(injection.render_json(A))
+    assert doc["naas"][1] == {
+        "request": "aux",
+        "naa": "naa-1",
+        "address": "fpga1.example",
+        "port": 12345,
+        "fnCode": 16,
+        "paramCount": 3,
+        "bitstream": "poet",
+        "digest": "sha256:" + "b" * 64,
+    }
+
+
+def test_injection_replaces_stale_values_and_mounts_the_spec_file_in_every_container() -> None:
+    spec = {
+        "initContainers": [{"name": "init", "image": "x"}],
+        "containers": [
+            {
+                "name": "a",
+                "image": "x",
+                "env": [{"name": "NAA_SPEC", "value": "old"}, {"name": "KEEP", "value": "1"}],
+            },
+            {"name": "b", "image": "x", "volumeMounts": [{"name": "data", "mountPath": "/d"}]},
+        ],
+        "volumes": [{"name": "data", "emptyDir": {}}],
+    }
+    out = injection.inject(spec, job="j", original="O", as_json="{}")
+    for c in [*out["initContainers"], *out["containers"]]:
+        env = {e["name"]: e["value"] for e in c["env"]}
+        assert env["NAA_SPEC"] == "O"
+        assert env["NAAICE_NAA_SPEC_JSON"] == "{}"
+        assert {"name": "naaice-naa-spec", "mountPath": "/etc/naaice", "readOnly": True} in c[
+            "volumeMounts"
+        ]
+    assert out["containers"][0]["env"][0] == {"name": "KEEP", "value": "1"}
+    assert {"name": "naaice-naa-spec", "configMap": {"name": "j-naa-spec"}} in out["volumes"]
+    assert injection.inject(out, job="j", original="O", as_json="{}") == out
+    assert spec["containers"][0]["env"][0]["value"] == "old"  # the input is not mutated
+
+
+def test_a_job_pod_is_owned_by_its_naajob_and_never_restarted_in_place() -> None:
+    pod = injection.job_pod(
+        job_name="j",
+        job_uid="u1",
+        namespace="ns",
+        template={
+            "metadata": {"labels": {"app": "x"}},
+            "spec": {"restartPolicy": "OnFailure", "containers": [{"name": "c"}]},
+        },
+        pod_name="j-a1-0",
+        attempt=1,
+        original="O",
+        as_json="{}",
+        api_version="naaice.io/v1alpha1",
+        kind="NAAJob",
+    )
+    assert pod["metadata"]["labels"] == {
+        "app": "x",
+        "naaice.io/naajob": "j",
+        "naaice.io/attempt": "1",
+    }
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == "u1"
+    assert pod["metadata"]["ownerReferences"][0]["controller"] is True
+    assert pod["spec"]["restartPolicy"] == "Never"
+
+
+def test_declared_specs_finds_literal_naa_spec_values() -> None:
+    spec = {
+        "containers": [
+            {"env": [{"name": "NAA_SPEC", "value": "x:1:1:1"}]},
+            {"env": [{"name": "NAA_SPEC", "valueFrom": {}}]},
+        ]
+    }
+    assert injection.declared_specs(spec) == {"x:1:1:1"}
+
+
+def test_an_naa_without_conditions_is_not_ready_and_says_why() -> None:
+    naa = views.naa_view(
+        {"metadata": {"name": "n"}, "spec": {"board": {"model": "b"}, "address": "1.2.3.4"}}
+    )
+    assert not naa.ready
+    assert "is the naaice agent running" in naa.not_ready_reason
+
+
+def test_bound_at_round_trips_with_nanoseconds() -> None:
+    t = 1_764_000_000_123_456_789
+    text = views.ns_to_rfc3339_ns(t)
+    assert text.endswith(".123456789Z")
+    assert views.rfc3339_ns_to_ns(text) == t
