@@ -48,5 +48,8 @@ requirements.lock: pyproject.toml
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q "uv==0.13.8"; }
 	$(BIN)/uv pip compile -q --python-version 3.11 --extra dev pyproject.toml -o $@
 
+requirements-bench.lock: pyproject.toml requirements.lock
+	$(BIN)/uv pip compile -q --python-version 3.11 --extra bench --extra poet -c requirements.lock pyproject.toml -o $@
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
