@@ -243,11 +243,27 @@ def test_helm_install_runs_the_chart_and_a_naajob_succeeds_on_its_naa(
     assert flashed["status"]["loadedBitstream"]["name"] == f"{name}-test-kernels"
 
 
-def test_helm_uninstall_removes_everything_but_the_crds(
+def test_helm_upgrade_keeps_the_generated_token_and_uninstall_removes_all_but_the_crds(
     embedded_cluster: cp.Cluster, namespace: str, release: tuple[str, JSON]
 ) -> None:
     name, _values = release
     cluster = embedded_cluster
+    secret = f"{name}-naaice-management-token"
+    before = _get(cluster, "secret", secret, "-n", namespace)
+    assert before is not None
+    res = helm(
+        "upgrade", name, str(CHART), "--namespace", namespace, "--reuse-values",
+        "--set", "agent.heartbeat=5", "--wait", "--timeout", "90s",
+        kubeconfig=cluster.kubeconfig,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    after = _get(cluster, "secret", secret, "-n", namespace)
+    assert after is not None
+    assert after["data"]["token"] == before["data"]["token"]
+    agent = _get(cluster, "daemonset", f"{name}-naaice-agent", "-n", namespace)
+    assert agent is not None
+    assert "--heartbeat=5" in agent["spec"]["template"]["spec"]["containers"][0]["args"]
+
     res = helm(
         "uninstall", name, "--namespace", namespace, "--wait", "--timeout", "60s",
         kubeconfig=cluster.kubeconfig,
