@@ -242,6 +242,17 @@ def test_helm_install_runs_the_chart_and_a_naajob_succeeds_on_its_naa(
     assert flashed is not None
     assert flashed["status"]["loadedBitstream"]["name"] == f"{name}-test-kernels"
 
+    # Least-privilege RBAC that still covers everything: no component was refused anything.
+    pods = _get(cluster, "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={name}")
+    assert pods is not None
+    for pod in pods["items"]:
+        (container,) = pod["spec"]["containers"]
+        pod_dir = cluster.pod_dir(namespace, pod["metadata"]["name"])
+        assert pod_dir is not None
+        log = (pod_dir / f"{container['name']}.log").read_text()
+        for refusal in ("Forbidden", "forbidden", " 403"):
+            assert refusal not in log, f"{pod['metadata']['name']} was refused:\n{log[-3000:]}"
+
 
 def test_helm_upgrade_keeps_the_generated_token_and_uninstall_removes_all_but_the_crds(
     embedded_cluster: cp.Cluster, namespace: str, release: tuple[str, JSON]
