@@ -60,6 +60,8 @@ IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2
 _GSO_MAX_BYTES = 65000
 _GSO_MAX_SEGS = 64
+FOREGROUND_LINGER = 0.005
+"""Seconds the receive thread stays parked after a foreground caller stopped receiving."""
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +200,17 @@ class Endpoint:
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._rx_lock = threading.Lock()
+        self._rx_buf = bytearray(65536 + 64)
+        self._rx_mv = memoryview(self._rx_buf)
+        self._anc_size = socket.CMSG_SPACE(4)
+        self._last_round_count = 0
+        self._fg_lock = threading.Lock()
+        self._fg = 0
+        self._fg_owner = False
+        self._fg_until = 0.0
+        self._fg_poller: select.poll | None = None
+        self._deferred: set[QueuePair] = set()
 
     # ------------------------------------------------------------------------- QPs
 
@@ -467,80 +480,183 @@ class Endpoint:
         return best
 
     def _rx_loop(self) -> None:
-        sock = self._sock
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        poller.register(self._wake_r.fileno(), select.POLLIN)
-        buf = bytearray(65536 + 64)
-        mv = memoryview(buf)
-        anc_size = socket.CMSG_SPACE(4)
+        poller = self._new_poller()
         while self._running:
             now = time.monotonic()
-            dl = self._next_deadline()
-            timeout_ms = 200 if dl is None else max(0, min(200, int((dl - now) * 1000) + 1))
+            if self._fg or now < self._fg_until:
+                # A caller receives in the foreground (drive): stay off the socket until it
+                # has been idle for FOREGROUND_LINGER, so back-to-back calls never pay for
+                # this thread's wake-ups.
+                time.sleep(FOREGROUND_LINGER if self._fg else max(0.0002, self._fg_until - now))
+                continue
+            with self._rx_lock:
+                if self._foreground():  # a caller arrived meanwhile
+                    continue
+                self._flush_deferred()
+                dl = self._next_deadline()
+                timeout_ms = 200 if dl is None else max(0, min(200, int((dl - now) * 1000) + 1))
+                try:
+                    events = poller.poll(timeout_ms)
+                except OSError:
+                    return
+                if not self._is_running():
+                    return
+                if events:
+                    with contextlib.suppress(OSError):
+                        self._wake_r.recv(64)
+                    if not self._round(defer_acks=None):
+                        return
+                else:
+                    self._run_timers()
+
+    def _foreground(self) -> bool:
+        return self._fg > 0
+
+    def _new_poller(self) -> select.poll:
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN)
+        poller.register(self._wake_r.fileno(), select.POLLIN)
+        return poller
+
+    def drive(self, done: Callable[[], bool], deadline: float | None) -> bool:
+        """Receive and process packets on the calling thread until `done()` is true or
+        `deadline` (time.monotonic()) passes: a waiting caller polls the socket itself (busy
+        for `config.busy_poll` seconds after each packet, then blocking), instead of
+        sleeping until the receive thread wakes it. Returns False at once, doing nothing,
+        if another caller is already receiving (wait for its callbacks instead)."""
+        with self._fg_lock:
+            if self._fg_owner:
+                return False
+            self._fg_owner = True
+            self._fg += 1
+        try:
+            if not self._rx_lock.acquire(blocking=False):
+                with contextlib.suppress(OSError):
+                    self._wake_w.send(b"x")  # the receive thread leaves poll() and parks
+                self._rx_lock.acquire()
             try:
-                events = poller.poll(timeout_ms)
-            except OSError:
-                return
-            if not self._is_running():
-                return
-            touched: set[QueuePair] = set()
-            if events:
-                for _ in range(512):
-                    try:
-                        nbytes, anc, _flags, src = sock.recvmsg_into(
-                            [mv], anc_size, socket.MSG_DONTWAIT
-                        )
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError:
-                        if not self._is_running():
-                            return
-                        break
-                    seg = nbytes
-                    for level, typ, data in anc:
-                        if level == SOL_UDP and typ == UDP_GRO:
-                            seg = struct.unpack("=i", data[:4])[0]
+                poller = self._fg_poller
+                if poller is None:
+                    poller = self._fg_poller = self._new_poller()
+                spin = self.config.busy_poll
+                idle_since = time.monotonic()
+                while not done():
+                    if not self._running:
+                        return True
                     now = time.monotonic()
-                    off = 0
-                    index = 0
-                    if seg < nbytes and nbytes // seg >= 2:
-                        try:
-                            done = self._on_middle_run(
-                                buf=buf,
-                                count=nbytes // seg,
-                                seg=seg,
-                                src=src,
-                                now=now,
-                                touched=touched,
-                            )
-                        except Exception:  # never stop the receive thread; retry per packet
-                            log.exception("fast path failed for a batch from %s:%d", *src)
-                            done = 0
-                        off = done * seg
-                        index = done
-                    while off < nbytes:
-                        ln = min(seg, nbytes - off)
-                        try:
-                            self._on_datagram(mv[off : off + ln], src, index, now, touched)
-                        except Exception:  # a bug must never stop the receive thread
-                            log.exception("dropping a datagram from %s:%d", *src)
-                            self.stats.dropped["internal_error"] += 1
-                        off += ln
-                        index += 1
-                    if nbytes == 0:
-                        self.stats.dropped["short"] += 1
+                    if deadline is not None and now >= deadline:
+                        return True
+                    if not self._round(defer_acks=done):
+                        return True
+                    if self._last_round_count:
+                        idle_since = time.monotonic()
+                        continue
+                    if now - idle_since < spin:
+                        continue
+                    dl = self._next_deadline()
+                    if deadline is not None and (dl is None or deadline < dl):
+                        dl = deadline
+                    timeout_ms = 200 if dl is None else max(0, min(200, int((dl - now) * 1000) + 1))
+                    try:
+                        poller.poll(timeout_ms)
+                    except OSError:
+                        return True
+                    idle_since = time.monotonic()
+                return True
+            finally:
+                self._rx_lock.release()
+        finally:
+            with self._fg_lock:
+                self._fg -= 1
+                self._fg_owner = False
+                self._fg_until = time.monotonic() + FOREGROUND_LINGER
+
+    def _flush_deferred(self) -> None:
+        """Send the ACKs a foreground caller deferred (coalesced, off its latency path)."""
+        while self._deferred:
+            try:
+                qp = self._deferred.pop()
+            except KeyError:  # another thread flushed it
+                return
+            qp.flush_ack()
+
+    def flush_deferred_acks(self) -> None:
+        """Send deferred ACKs now (the host calls this right after posting its next request,
+        so the NAA reads both in one wake-up)."""
+        if self._deferred:
+            self._flush_deferred()
+
+    def _round(self, *, defer_acks: Callable[[], bool] | None) -> bool:
+        """Drain up to 512 datagrams without blocking, send the ACKs they owe, run due timers.
+        If `defer_acks()` is true after the batch (a foreground caller got what it waited for),
+        the coalesced ACKs are deferred instead (flush_deferred_acks / the receive thread send
+        them). False once the endpoint is closed."""
+        sock = self._sock
+        buf = self._rx_buf
+        mv = self._rx_mv
+        anc_size = self._anc_size
+        touched: set[QueuePair] = set()
+        count = 0
+        for _ in range(512):
+            try:
+                nbytes, anc, _flags, src = sock.recvmsg_into([mv], anc_size, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                if not self._is_running():
+                    return False
+                break
+            count += 1
+            seg = nbytes
+            for level, typ, data in anc:
+                if level == SOL_UDP and typ == UDP_GRO:
+                    seg = struct.unpack("=i", data[:4])[0]
+            now = time.monotonic()
+            off = 0
+            index = 0
+            if seg < nbytes and nbytes // seg >= 2:
+                try:
+                    done = self._on_middle_run(
+                        buf=buf,
+                        count=nbytes // seg,
+                        seg=seg,
+                        src=src,
+                        now=now,
+                        touched=touched,
+                    )
+                except Exception:  # never stop the receive thread; retry per packet
+                    log.exception("fast path failed for a batch from %s:%d", *src)
+                    done = 0
+                off = done * seg
+                index = done
+            while off < nbytes:
+                ln = min(seg, nbytes - off)
+                try:
+                    self._on_datagram(mv[off : off + ln], src, index, now, touched)
+                except Exception:  # a bug must never stop the receive thread
+                    log.exception("dropping a datagram from %s:%d", *src)
+                    self.stats.dropped["internal_error"] += 1
+                off += ln
+                index += 1
+            if nbytes == 0:
+                self.stats.dropped["short"] += 1
+        self._last_round_count = count
+        if touched and defer_acks is not None and defer_acks():
+            self._deferred |= touched
+        else:
             for qp in touched:
                 qp.flush_ack()
-            now = time.monotonic()
-            with self._qp_lock:
-                due = [
-                    qp
-                    for qp, _ in self._qps.values()
-                    if (d := qp.deadline()) is not None and d <= now
-                ]
-            for qp in due:
-                qp.on_timer(now)
+        self._run_timers()
+        return True
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        with self._qp_lock:
+            due = [
+                qp for qp, _ in self._qps.values() if (d := qp.deadline()) is not None and d <= now
+            ]
+        for qp in due:
+            qp.on_timer(now)
 
     def _on_middle_run(
         self,

@@ -99,6 +99,9 @@ class TransportConfig:
     """Send the ACK a request asks for before reporting the completion it causes (an NAA must:
     PROTOCOL.md §3.5); a host may defer it to the end of the receive batch, off the latency
     path of the waiting caller."""
+    busy_poll: float = 50e-6
+    """Seconds a caller receiving in the foreground (`Endpoint.drive`) keeps polling the socket
+    without blocking after the last packet, before it sleeps in poll()."""
 
 
 class QpState(IntEnum):

@@ -14,6 +14,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -455,7 +456,6 @@ class HostConnection:
                 imm=imm,
                 solicited=True,
             )
-            return
         for k, i in enumerate(send):
             r = self.regions[i]
             a = self.naa_regions[i]
@@ -469,17 +469,33 @@ class HostConnection:
                 imm=imm if last else None,
                 solicited=last,
             )
+        if self._device is not None:
+            # The ACK of the previous reply (deferred by drive) follows the request, so the NAA
+            # reads both in one wake-up.
+            self._device.endpoint.flush_deferred_acks()
 
     def wait(self, timeout: float | None = None) -> State:
-        """Block until the RPC finished or failed (or `timeout` passed); the current state."""
+        """Block until the RPC finished or failed (or `timeout` passed); the current state.
+        The waiting thread receives the packets itself (`Endpoint.drive`): no hand-off from
+        the receive thread on the latency path."""
         end = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self.state in (State.DATA_SENDING, State.DATA_RECEIVING):
-                left = None if end is None else end - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self._cond.wait(left)
-            return self.state
+        self._wait_until(lambda: self.state not in (State.DATA_SENDING, State.DATA_RECEIVING), end)
+        return self.state
+
+    def _wait_until(self, done: Callable[[], bool], end: float | None) -> None:
+        """Until `done()` or time.monotonic() passes `end`: drive the endpoint on this thread,
+        or, while another caller drives it, sleep on our condition (its callbacks notify)."""
+        dev = self._device
+        while not done():
+            now = time.monotonic()
+            if end is not None and now >= end:
+                return
+            if dev is not None and dev.endpoint.drive(done, end):
+                continue
+            with self._cond:
+                if not done():
+                    left = 0.001 if end is None else min(0.001, end - now)
+                    self._cond.wait(max(0.0, left))
 
     def call(self, fn_code: int, *, user: int = 0, timeout: float | None = None) -> int:
         """invoke + wait; the NAA's return code. Raises TransferError if the RPC failed."""

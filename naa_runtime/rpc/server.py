@@ -321,6 +321,8 @@ class _Connection:
             finally:
                 self._rpc_lock.release()
             return
+        if self.serving and c.status == WcStatus.SUCCESS and c.opcode == WcOpcode.RDMA_WRITE:
+            return  # our reply writes completed: the worker has nothing to do (no wake-up)
         self.completions.put(c)
 
     def _serve_rpcs(self) -> None:
