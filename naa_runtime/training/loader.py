@@ -84,13 +84,25 @@ class EpochLoader:
     def batches_per_epoch(self) -> int:
         return -(-self.rows // self.batch_size)
 
-    def next_epoch(self) -> Iterator[np.ndarray]:
-        """The index arrays of the next epoch's batches, in order."""
+    def next_order(self) -> np.ndarray:
+        """The next epoch's row order; its consecutive `batch_size` slices are the batches."""
         order = (
             fisher_yates(n=self.rows, seed=self.seed, epoch=self.epoch)
             if self.shuffle
             else np.arange(self.rows)
         )
         self.epoch += 1
-        for start in range(0, self.rows, self.batch_size):
-            yield order[start : start + self.batch_size]
+        return order
+
+    def batch_bounds(self) -> list[tuple[int, int]]:
+        """(start, stop) of every batch within an epoch's order."""
+        return [
+            (start, min(start + self.batch_size, self.rows))
+            for start in range(0, self.rows, self.batch_size)
+        ]
+
+    def next_epoch(self) -> Iterator[np.ndarray]:
+        """The index arrays of the next epoch's batches, in order."""
+        order = self.next_order()
+        for start, stop in self.batch_bounds():
+            yield order[start:stop]

@@ -10,6 +10,8 @@ the target is the safer reference. Called by `naa_runtime.training.trainer`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -63,23 +65,33 @@ class HuberMassBalance:
         self.mb_lambda = float(mb_lambda)
         self.dtype = np.dtype(dtype)
         self.matrix = None if mb_matrix is None or mb_lambda == 0 else mb_matrix.astype(self.dtype)
-        self._buffers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        self._buffers: dict[int, _Buffers] = {}
 
-    def _bufs(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _bufs(self, shape: tuple[int, int]) -> _Buffers:
         bufs = self._buffers.get(shape[0])
         if bufs is None:
-            r = (
-                None
-                if self.matrix is None
-                else np.empty((shape[0], self.matrix.shape[1]), self.dtype)
+            m = self.matrix
+            r = None if m is None else np.empty((shape[0], m.shape[1]), self.dtype)
+            # L2 folds into one outputs × outputs matrix: ∂/∂ŷ λ·mean(r²) = (ŷ − y)·G_B with
+            # G_B = 2λ·M·Mᵀ / (B·n_e), and λ·mean(r²) = ½·⟨(ŷ − y)·G_B, ŷ − y⟩.
+            gram = None
+            if m is not None:
+                g64 = m.astype(np.float64) @ m.astype(np.float64).T
+                gram = (g64 * 2.0 * self.mb_lambda / (shape[0] * m.shape[1])).astype(self.dtype)
+            bufs = _Buffers(
+                diff=np.empty(shape, self.dtype),
+                q=np.empty(shape, self.dtype),
+                q2=np.empty(shape, self.dtype),
+                r=r,
+                gram=gram,
             )
-            bufs = (np.empty(shape, self.dtype), np.empty(shape, self.dtype), r)
             self._buffers[shape[0]] = bufs
         return bufs
 
     def __call__(self, pred: np.ndarray, target: np.ndarray, grad: np.ndarray) -> float:
         """The batch loss; writes ∂L/∂pred into `grad`."""
-        diff, q, r = self._bufs(pred.shape)
+        bufs = self._bufs(pred.shape)
+        diff, q = bufs.diff, bufs.q
         n = pred.size
         np.subtract(pred, target, out=diff)
         if self.kind == "mse":
@@ -91,16 +103,27 @@ class HuberMassBalance:
             value = float(np.vdot(q, diff)) - 0.5 * float(np.vdot(q, q))
             value /= n
             np.multiply(q, 1.0 / n, out=grad)
-        if r is not None and self.matrix is not None:
+        if self.matrix is None:
+            return value
+        if self.mb_norm == "l2" and bufs.gram is not None:
+            np.matmul(diff, bufs.gram, out=bufs.q2)
+            value += 0.5 * float(np.vdot(bufs.q2, diff))
+            grad += bufs.q2
+        elif bufs.r is not None:  # the slide's |Δm|: λ·mean|r|, gradient λ·sign(r)·Mᵀ / size
+            r = bufs.r
             np.matmul(diff, self.matrix, out=r)
-            if self.mb_norm == "l2":
-                value += self.mb_lambda * float(np.vdot(r, r)) / r.size
-                np.matmul(r, self.matrix.T, out=q)
-                q *= 2.0 * self.mb_lambda / r.size
-            else:  # the slide's |Δm|: λ·mean|r|, gradient λ·sign(r)·Mᵀ / size
-                value += self.mb_lambda * float(np.abs(r).sum()) / r.size
-                np.sign(r, out=r)
-                np.matmul(r, self.matrix.T, out=q)
-                q *= self.mb_lambda / r.size
+            value += self.mb_lambda * float(np.abs(r).sum()) / r.size
+            np.sign(r, out=r)
+            np.matmul(r, self.matrix.T, out=q)
+            q *= self.mb_lambda / r.size
             grad += q
         return value
+
+
+@dataclass(slots=True)
+class _Buffers:
+    diff: np.ndarray
+    q: np.ndarray
+    q2: np.ndarray
+    r: np.ndarray | None
+    gram: np.ndarray | None

@@ -1,8 +1,11 @@
 """The FNN of the training core: parameters in one flat buffer, forward and backward passes over
 preallocated per-batch-size workspaces, activation derivatives fused into the backward pass.
 
-Weights use Keras' kernel layout (fan_in × units, y = x·W + b), Glorot-uniform initialised from
-a seed, biases zero. float32 is the core's format; float64 is the gradient-check path. Called by
+Each layer's weights and bias live together as one (fan_in + 1) × units block [W; b] and every
+layer input carries a trailing column of ones, so one GEMM computes x·W + b and one GEMM gives
+both weight and bias gradients: per batch the Python overhead is a few calls per layer.
+Weights use Keras' kernel layout (fan_in × units), Glorot-uniform from a seed, biases zero.
+float32 is the core's format; float64 is the gradient-check path. Called by
 `naa_runtime.training.trainer`.
 """
 
@@ -18,15 +21,16 @@ from naa_runtime.training.graph import NetworkGraph
 
 @dataclass(slots=True)
 class Workspace:
-    """Buffers for one batch size: each layer's activation, back-propagated error, ReLU mask."""
+    """Buffers for one batch size. `x` and every hidden activation have a trailing column of
+    ones (the bias input); `outs[i]` is layer i's activation without it."""
 
     batch: int
-    x: np.ndarray
-    y: np.ndarray
-    acts: list[np.ndarray]
+    x: np.ndarray  # (batch, inputs + 1)
+    acts: list[np.ndarray]  # (batch, units + 1) for hidden layers, (batch, units) for the last
+    outs: list[np.ndarray]  # views: activations without the ones column
     deltas: list[np.ndarray]
     masks: list[np.ndarray]
-    grad_out: np.ndarray
+    grad_out: np.ndarray  # ∂L/∂output, written by the loss
 
 
 class Network:
@@ -37,21 +41,21 @@ class Network:
         self.dtype = np.dtype(dtype)
         widths = graph.widths
         self.shapes = [(widths[i], widths[i + 1]) for i in range(len(graph.layers))]
-        total = sum(fi * fo + fo for fi, fo in self.shapes)
+        total = sum((fi + 1) * fo for fi, fo in self.shapes)
         self.params = np.zeros(total, dtype=self.dtype)
         self.grads = np.zeros(total, dtype=self.dtype)
-        self.weights: list[np.ndarray] = []
-        self.biases: list[np.ndarray] = []
-        self.weight_grads: list[np.ndarray] = []
-        self.bias_grads: list[np.ndarray] = []
+        self.blocks: list[np.ndarray] = []  # [W; b] per layer
+        self.block_grads: list[np.ndarray] = []
         offset = 0
         for fi, fo in self.shapes:
-            self.weights.append(self.params[offset : offset + fi * fo].reshape(fi, fo))
-            self.weight_grads.append(self.grads[offset : offset + fi * fo].reshape(fi, fo))
-            offset += fi * fo
-            self.biases.append(self.params[offset : offset + fo])
-            self.bias_grads.append(self.grads[offset : offset + fo])
-            offset += fo
+            size = (fi + 1) * fo
+            self.blocks.append(self.params[offset : offset + size].reshape(fi + 1, fo))
+            self.block_grads.append(self.grads[offset : offset + size].reshape(fi + 1, fo))
+            offset += size
+        self.weights = [block[:-1] for block in self.blocks]
+        self.biases = [block[-1] for block in self.blocks]
+        self.weight_grads = [g[:-1] for g in self.block_grads]
+        self.bias_grads = [g[-1] for g in self.block_grads]
         self.activations = [layer.activation for layer in graph.layers]
         self._workspaces: dict[int, Workspace] = {}
         self.initialise(seed)
@@ -64,15 +68,26 @@ class Network:
             w[...] = rng.uniform(-limit, limit, size=(fi, fo))
             b[...] = 0.0
 
+    def augment(self, x: np.ndarray) -> np.ndarray:
+        """x with the trailing ones column the layers expect, in the network's dtype."""
+        out = np.ones((x.shape[0], x.shape[1] + 1), dtype=self.dtype)
+        out[:, :-1] = x
+        return out
+
     def workspace(self, batch: int) -> Workspace:
         ws = self._workspaces.get(batch)
         if ws is None:
             dt = self.dtype
+            last = len(self.shapes) - 1
+            acts = [
+                np.ones((batch, fo + (i != last)), dtype=dt)
+                for i, (_, fo) in enumerate(self.shapes)
+            ]
             ws = Workspace(
                 batch=batch,
-                x=np.empty((batch, self.graph.inputs), dtype=dt),
-                y=np.empty((batch, self.graph.outputs), dtype=dt),
-                acts=[np.empty((batch, fo), dtype=dt) for _, fo in self.shapes],
+                x=np.ones((batch, self.graph.inputs + 1), dtype=dt),
+                acts=acts,
+                outs=[a if i == last else a[:, :-1] for i, a in enumerate(acts)],
                 deltas=[np.empty((batch, fo), dtype=dt) for _, fo in self.shapes],
                 masks=[np.empty((batch, fo), dtype=bool) for _, fo in self.shapes],
                 grad_out=np.empty((batch, self.graph.outputs), dtype=dt),
@@ -81,11 +96,14 @@ class Network:
         return ws
 
     def forward(self, ws: Workspace, x: np.ndarray | None = None) -> np.ndarray:
-        """Activations of every layer into `ws.acts`; returns the output (a view into ws)."""
+        """Activations of every layer into `ws`; returns the output (a view into ws).
+
+        `x` is an augmented batch (trailing ones column); default `ws.x`."""
         a = ws.x if x is None else x
-        for w, b, z, act in zip(self.weights, self.biases, ws.acts, self.activations, strict=True):
-            np.matmul(a, w, out=z)
-            np.add(z, b, out=z)
+        for block, z, full, act in zip(
+            self.blocks, ws.outs, ws.acts, self.activations, strict=True
+        ):
+            np.matmul(a, block, out=z)
             if act == "relu":
                 np.maximum(z, 0, out=z)
             elif act == "tanh":
@@ -95,11 +113,11 @@ class Network:
                 np.exp(z, out=z)
                 np.add(z, 1, out=z)
                 np.reciprocal(z, out=z)
-            a = z
-        return a
+            a = full
+        return ws.outs[-1]
 
     def _activation_derivative(self, index: int, ws: Workspace, delta: np.ndarray) -> None:
-        act, a = self.activations[index], ws.acts[index]
+        act, a = self.activations[index], ws.outs[index]
         if act == "relu":
             mask = ws.masks[index]
             np.greater(a, 0, out=mask)
@@ -111,28 +129,27 @@ class Network:
 
     def backward(self, ws: Workspace, x: np.ndarray | None = None) -> None:
         """Gradients of the loss w.r.t. every parameter into `self.grads`, given ∂L/∂output
-        in `ws.grad_out` (the loss writes it there)."""
-        last = len(self.weights) - 1
+        in `ws.grad_out` (the loss writes it there); `x` as in `forward`."""
+        last = len(self.blocks) - 1
         delta = ws.grad_out
         inputs = ws.x if x is None else x
         for i in range(last, -1, -1):
             self._activation_derivative(i, ws, delta)
             a_prev = inputs if i == 0 else ws.acts[i - 1]
-            np.matmul(a_prev.T, delta, out=self.weight_grads[i])
-            np.sum(delta, axis=0, out=self.bias_grads[i])
+            np.matmul(a_prev.T, delta, out=self.block_grads[i])
             if i:
                 prev = ws.deltas[i - 1]  # deltas[last] is unused: grad_out plays its part
                 np.matmul(delta, self.weights[i].T, out=prev)
                 delta = prev
 
     def predict(self, x: np.ndarray, *, chunk: int = 8192) -> np.ndarray:
-        """Outputs for any number of rows, in chunks (float of the network's dtype)."""
-        x = np.ascontiguousarray(x, dtype=self.dtype)
+        """Outputs for any number of rows (not augmented), in chunks, in the network's dtype."""
         out = np.empty((x.shape[0], self.graph.outputs), dtype=self.dtype)
         for start in range(0, x.shape[0], chunk):
             part = x[start : start + chunk]
             ws = self.workspace(part.shape[0])
-            out[start : start + part.shape[0]] = self.forward(ws, part)
+            ws.x[:, :-1] = part
+            out[start : start + part.shape[0]] = self.forward(ws)
         return out
 
     def get_layers(self) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -169,7 +169,7 @@ class Trainer:
         """The training set held on the core (scaled, the core's dtype)."""
         if self._x is None or self._y is None:
             raise TrainingError("no training data loaded")
-        return self._x, self._y
+        return self._x[:, :-1], self._y
 
     def set_data(self, x: np.ndarray, y: np.ndarray) -> None:
         """The (scaled) training set held for the following `fit` calls."""
@@ -182,7 +182,9 @@ class Trainer:
             )
         if x.shape[0] == 0:
             raise TrainingError("the training set is empty")
-        self._x = np.ascontiguousarray(x, dtype=self.dtype)
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            raise TrainingError("the training data contain NaN or infinite values")
+        self._x = self.network.augment(x)  # trailing ones column: the bias input
         self._y = np.ascontiguousarray(y, dtype=self.dtype)
         epoch = self.loader.epoch if self.loader else 0
         self.loader = EpochLoader(
@@ -222,17 +224,22 @@ class Trainer:
         x, y, loader = data
         net, loss, opt = self.network, self.loss, self.optimizer
         params, grads = net.params, net.grads
+        # One gather per epoch into the shuffled copies; batches are then contiguous views.
+        xs, ys = np.empty_like(x), np.empty_like(y)
+        batches = [
+            (xs[a:b], ys[a:b], net.workspace(b - a), b - a) for a, b in loader.batch_bounds()
+        ]
+        forward, backward, step = net.forward, net.backward, opt.step
         history: list[float] = []
         for e in range(epochs):
+            order = loader.next_order()
+            np.take(x, order, axis=0, out=xs)
+            np.take(y, order, axis=0, out=ys)
             total = 0.0
-            for idx in loader.next_epoch():
-                ws = net.workspace(idx.shape[0])
-                np.take(x, idx, axis=0, out=ws.x)
-                np.take(y, idx, axis=0, out=ws.y)
-                out = net.forward(ws)
-                total += loss(out, ws.y, ws.grad_out) * idx.shape[0]
-                net.backward(ws)
-                opt.step(params, grads)
+            for xb, yb, ws, n in batches:
+                total += loss(forward(ws, xb), yb, ws.grad_out) * n
+                backward(ws, xb)
+                step(params, grads)
             self.updates += loader.batches_per_epoch
             history.append(total / self.rows)
             if on_epoch is not None:

@@ -14,7 +14,7 @@ def _loss_and_grad(
     net: Network, loss: HuberMassBalance, x: np.ndarray, y: np.ndarray
 ) -> tuple[float, np.ndarray]:
     ws = net.workspace(x.shape[0])
-    ws.x[...] = x
+    ws.x[:, :-1] = x
     out = net.forward(ws)
     value = loss(out, y, ws.grad_out)
     net.backward(ws)
