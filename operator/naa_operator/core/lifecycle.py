@@ -101,6 +101,9 @@ def decide(*, state: JobState, now: float) -> Decision:
     if state.suspended:
         if state.held or state.assigned or _live(state.pods):
             return Decision(Step.SUSPEND)
+        scheduled = cond.get(state.conditions, cond.SCHEDULED)
+        if scheduled is None or scheduled.reason != "Suspended":
+            return Decision(Step.SUSPEND)  # only to say so in the Scheduled condition
         return Decision(Step.NOTHING)
     if not state.assigned:
         if state.held or _live(state.pods):

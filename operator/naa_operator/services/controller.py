@@ -767,6 +767,20 @@ class Controller:
         elif step is Step.WAIT_TTL:
             self._requeue_after(key, decision.after + 0.1)
         elif step is Step.SUSPEND and not state.assigned:
+            current = cond.get(conds, cond.SCHEDULED)
+            if current is None or current.reason != "Suspended":
+                new = cond.set_condition(
+                    conds,
+                    type=cond.SCHEDULED,
+                    status="False",
+                    reason="Suspended",
+                    message="spec.suspend is true: no NAAs are held and no pods run",
+                    generation=state.generation,
+                    now=_rfc3339(),
+                )
+                await self.kube.patch_naajob_status(
+                    namespace, name, {"conditions": [c.to_dict() for c in new]}
+                )
             await self._drain_then_release(key, namespace, own_pods, held)
         elif step is Step.SUSPEND:
             energy = await self._window_energy(body, held)

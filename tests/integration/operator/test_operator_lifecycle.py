@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import socket
+import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from naaice.energy import IntegratorConfig, energy_over_window
 from tests.integration.operator.lab import (
@@ -17,12 +21,19 @@ from tests.integration.operator.lab import (
 )
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_a_job_runs_to_success_with_its_naa_spec_flashed_naas_and_energy(
     lab: Lab, tmp_path: Path
 ) -> None:
     lab.add_naas(2)
     lab.add_bitstream()
-    lab.start_operator()
+    metrics_port = free_port()
+    lab.start_operator(extra=["--metrics-port", str(metrics_port)])
     out = tmp_path / "probe"
     with SensorRecorder(lab.naas) as recorder:
         lab.create_job("happy", command=spec_probe_command(out), count=2)
@@ -70,6 +81,17 @@ def test_a_job_runs_to_success_with_its_naa_spec_flashed_naas_and_energy(
     for cond in ("Scheduled", "Flashed", "Succeeded"):
         assert lab.condition(job, cond)["status"] == "True"
 
+    # The operator's own metrics saw the placement and both flashes.
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
+        families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+    counts = {
+        s.name: s.value for f in families.values() for s in f.samples if s.name.endswith("_count")
+    }
+    assert counts["naaice_operator_placement_seconds_count"] >= 1
+    assert counts["naaice_operator_flash_seconds_count"] == 2
+    assert "naaice_operator_lease_conflicts" in families
+    assert "naaice_operator_pending_jobs" in families
+
 
 def test_a_job_waits_with_a_reason_per_naa_and_starts_when_one_frees(lab: Lab) -> None:
     lab.add_naas(1)
@@ -94,3 +116,29 @@ def test_a_job_waits_with_a_reason_per_naa_and_starts_when_one_frees(lab: Lab) -
     second = lab.wait_terminal("second", timeout=30)
     assert lab.terminal(second) == "Succeeded"
     assert second["status"]["assignedNAAs"][0]["naa"] == naa
+
+
+def test_a_suspended_job_waits_says_so_runs_when_resumed_and_goes_after_its_ttl(
+    lab: Lab,
+) -> None:
+    lab.add_naas(1)
+    lab.add_bitstream()
+    lab.start_operator()
+    lab.create_job("later", command=sleep_command(0), suspend=True, ttlSecondsAfterFinished=2)
+    held = lab.wait(
+        "the Suspended reason",
+        lambda: (
+            (c := lab.condition(lab.job("later"), "Scheduled")) and c["reason"] == "Suspended" and c
+        ),
+    )
+    assert held["status"] == "False"
+    assert not lab.leases()
+    assert not lab.pods("later")
+    lab.custom.patch_namespaced_custom_object(
+        "naaice.io", "v1alpha1", lab.namespace, "naajobs", "later", {"spec": {"suspend": False}}
+    )
+    job = lab.wait_terminal("later", timeout=60)
+    assert lab.terminal(job) == "Succeeded"
+    lab.wait(
+        "the finished job to be deleted after its TTL", lambda: lab.job("later") is None, timeout=30
+    )

@@ -172,7 +172,22 @@ A = frozenset({"naa-a"})
             Step.RELEASE,
         ),
         (state(suspended=True, assigned=A, held=A), Step.SUSPEND),
-        (state(suspended=True), Step.NOTHING),
+        (state(suspended=True), Step.SUSPEND),
+        (
+            state(
+                suspended=True,
+                conditions=c.set_condition(
+                    (),
+                    type=c.SCHEDULED,
+                    status="False",
+                    reason="Suspended",
+                    message="",
+                    generation=1,
+                    now="t",
+                ),
+            ),
+            Step.NOTHING,
+        ),
     ],
 )
 def test_each_observed_state_leads_to_one_next_step(st: JobState, step: Step) -> None:
