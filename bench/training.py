@@ -25,7 +25,14 @@ if "OPENBLAS_CORETYPE" in os.environ and not os.environ.get("NAAICE_BENCH_REEXEC
     }
     env["NAAICE_BENCH_REEXEC"] = "1"
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
-os.environ.setdefault("KERAS_BACKEND", "jax")
+if "--keras-backend" in sys.argv:
+    os.environ["KERAS_BACKEND"] = sys.argv[sys.argv.index("--keras-backend") + 1]
+else:
+    # NAAICE's GPU baseline ran Keras on TensorFlow; use it when installed, else JAX.
+    import importlib.util
+
+    has_tf = importlib.util.find_spec("tensorflow") is not None
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow" if has_tf else "jax")
 
 import argparse
 import json
@@ -338,6 +345,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--skip-naa", action="store_true")
+    parser.add_argument(
+        "--keras-backend",
+        choices=["tensorflow", "jax"],
+        help="Keras backend (default: tensorflow if installed, else jax)",
+    )
     args = parser.parse_args()
     try:
         import keras  # noqa: F401
@@ -418,7 +430,10 @@ def main() -> int:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.semilogy(range(1, args.epochs + 1), acc["naaice"], label="naaice core", marker=".")
-    ax.semilogy(range(1, args.epochs + 1), acc["keras"], label="Keras 3 (JAX, CPU)", marker=".")
+    backend = os.environ["KERAS_BACKEND"]
+    ax.semilogy(
+        range(1, args.epochs + 1), acc["keras"], label=f"Keras 3 ({backend}, CPU)", marker="."
+    )
     ax.set_xlabel("epoch")
     ax.set_ylabel("Huber + λ·mass-balance loss")
     ax.set_title("Same init, data and batch order (batch 1280)")
