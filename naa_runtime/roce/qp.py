@@ -41,7 +41,6 @@ _RETH = struct.Struct("!QII")
 _IMM = struct.Struct("!I")
 _ACK = struct.Struct("!BBHIII")
 MIN_WINDOW = 8.0
-INITIAL_WINDOW = 256
 _CONTINUATIONS = frozenset(
     {Opcode.RDMA_WRITE_MIDDLE, Opcode.RDMA_WRITE_LAST, Opcode.SEND_MIDDLE, Opcode.SEND_LAST}
 )
@@ -81,11 +80,11 @@ class Completion:
 class TransportConfig:
     """Knobs of the RC transport. Defaults are the documented decisions of
     docs/reference/protocol.md (PMTU 4096, ACK timeout code 15 ≈ 134 ms, RNR timer code 14
-    ≈ 1.28 ms, retry 7, RNR retry 6, at most 4096 packets = 16 MiB unacknowledged — fewer if
+    ≈ 1.28 ms, retry 7, RNR retry 6, at most 16384 packets = 64 MiB unacknowledged — fewer if
     the socket's receive buffer is smaller)."""
 
     mtu: int = 4096
-    window: int = 4096
+    window: int = 16384
     ack_every: int = 64
     ack_timeout: float = 4.096e-6 * (1 << 15)
     retry_count: int = 7
@@ -237,7 +236,9 @@ class QueuePair:
         self._rnr_retries = config.rnr_retry_count
         self._rnr_until: float | None = None
         self._dqp_word = 0xFF000000 | (peer_qpn & 0xFFFFFF)
-        self._cwnd = float(min(config.window, INITIAL_WINDOW))
+        # The first burst may fill the whole window (sized to the receive buffer by the
+        # endpoint): ramping up from a small window costs a scheduler round trip per doubling.
+        self._cwnd = float(config.window)
         self._ssthresh = float("inf")
         # Responder.
         self._epsn = expect_psn & PSN_MASK
@@ -457,8 +458,8 @@ class QueuePair:
         if d_new < 0 or psn_diff(psn, self._assign_psn) >= 0:
             return False
         self._una = psn_add(psn, 1)
-        # The go-back-N window grows exponentially until the first loss, then additively
-        # (see _shrink_window).
+        # The go-back-N window starts full; after a loss it grows additively (_shrink_window
+        # sets ssthresh); the exponential branch only serves a smaller configured start.
         acked = d_new + 1
         if self._cwnd < self._ssthresh:
             self._cwnd = min(self.config.window, self._cwnd + acked)
