@@ -263,6 +263,13 @@ def run_naajob(ctx: DemoContext, *, timeout: float = 900.0) -> None:
                 raise RuntimeError(f"NAAJob {name} did not finish within {timeout:.0f} s")
             time.sleep(0.5)
     ctx.applied.append(f"naajob/{name}")
+    console.print()
+    pod_dir = ctx.cluster.pod_dir("default", f"{name}-a{body['status'].get('failedAttempts', 0)}-0")
+    logs = sorted(pod_dir.glob("*.log")) if pod_dir else []
+    if logs:
+        console.print(f"[bold]host program output ({logs[0].name}, last lines):[/bold]")
+        for line in logs[0].read_text(errors="replace").splitlines()[-8:]:
+            console.print(f"  {line}", markup=False, highlight=False)
     summary(ctx, body)
 
 
