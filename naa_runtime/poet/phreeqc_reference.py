@@ -60,7 +60,7 @@ class PhreeqcFailed(RuntimeError):
 
 def _engine() -> Any:
     try:
-        import phreeqc
+        import phreeqc  # type: ignore[import-untyped]
     except ImportError as exc:
         raise PhreeqcUnavailable(
             "the PHREEQC reference needs the optional extra: pip install 'naaice[poet]'"
