@@ -199,7 +199,10 @@ def rdma_write_goodput(
     return rates, stats
 
 
-def rdma_round_trips(address: str, local: str, count: int) -> np.ndarray:
+def rdma_round_trips(
+    address: str, local: str, count: int
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Round trips in µs and the CPU seconds per call (host process, NAA process)."""
     from naa_runtime.mrsp import MrFlags
     from naa_runtime.rpc import HostConnection, Region
 
@@ -211,12 +214,14 @@ def rdma_round_trips(address: str, local: str, count: int) -> np.ndarray:
     for _ in range(50):
         h.call(3, timeout=10)
     out = np.empty(count)
+    n0, h0 = naa_cpu_seconds(address), time.process_time()
     for i in range(count):
         t = time.perf_counter()
         h.call(3, timeout=10)
         out[i] = time.perf_counter() - t
+    cpu = ((time.process_time() - h0) / count, (naa_cpu_seconds(address) - n0) / count)
     h.disconnect()
-    return out * 1e6
+    return out * 1e6, cpu
 
 
 def plot(rdma: np.ndarray, udp: np.ndarray) -> Path:
@@ -260,6 +265,7 @@ def main() -> None:
     from rich.table import Table
 
     console = Console()
+    load_start = os.getloadavg()[0]
     base = f"127.93.{os.getpid() % 200}"
     naa, lossy_naa = f"{base}.2", f"{base}.3"
     host, lossy_host, udp_host = f"{base}.10", f"{base}.11", f"{base}.12"
@@ -279,7 +285,7 @@ def main() -> None:
             progress.update(task, advance=1, description="UDP ping-pong")
             pp = udp_ping_pong(naa, udp_host, args.rtt_count)
             progress.update(task, advance=1, description="invoke round trips")
-            rtt = rdma_round_trips(naa, host, args.rtt_count)
+            rtt, rtt_cpu = rdma_round_trips(naa, host, args.rtt_count)
             progress.update(task, advance=1, description="RDMA WRITE goodput at 1 % loss")
             lossy_rates, lossy_stats = rdma_write_goodput(
                 lossy_naa, lossy_host, args.loss_size_mib << 20, max(1, args.runs - 1), loss=0.01
@@ -339,7 +345,27 @@ def main() -> None:
         f"transport (host side, 1 % loss run): retransmitted packets "
         f"{lossy_stats['retransmits']}, NAKs received {lossy_stats['naks_received']}"
     )
-    console.print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    console.print(
+        f"CPU per 1-byte invoke: host {rtt_cpu[0] * 1e6:.0f} µs, NAA {rtt_cpu[1] * 1e6:.0f} µs"
+    )
+    console.print(
+        f"load average: {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, "
+        f"on {os.cpu_count()} CPUs"
+    )
+    for name, ok, figure in (
+        ("RDMA WRITE goodput >= 5 Gbit/s", goodput >= 5.0, f"{goodput:.2f} Gbit/s"),
+        (
+            "RDMA WRITE goodput >= 0.5x raw-UDP ceiling",
+            goodput >= 0.5 * ceiling,
+            f"{goodput / ceiling:.2f}x of {ceiling:.2f} Gbit/s",
+        ),
+        (
+            "invoke p50 round trip <= 2x UDP ping-pong",
+            ok_l,
+            f"{p50 / u50:.2f}x ({p50:.0f} vs {u50:.0f} µs)",
+        ),
+    ):
+        console.print(f"FLOOR {'PASS' if ok else 'MISS'}: {name}: {figure}")
     console.print(f"round-trip CDF: {plot(rtt, pp)}")
     results["ok"] = ok_g and ok_l
 

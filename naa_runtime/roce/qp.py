@@ -41,6 +41,8 @@ _RETH = struct.Struct("!QII")
 _IMM = struct.Struct("!I")
 _ACK = struct.Struct("!BBHIII")
 MIN_WINDOW = 8.0
+LOSS_WINDOW = 256.0
+"""A loss caps the window here (1 MiB): with go-back-N every packet behind a loss is resent."""
 _CONTINUATIONS = frozenset(
     {Opcode.RDMA_WRITE_MIDDLE, Opcode.RDMA_WRITE_LAST, Opcode.SEND_MIDDLE, Opcode.SEND_LAST}
 )
@@ -542,9 +544,10 @@ class QueuePair:
         return int(self._cwnd)
 
     def _shrink_window(self) -> None:
-        """Multiplicative decrease on loss: every packet in flight behind a loss is resent
-        (go-back-N), so under loss a smaller window wastes less; it grows back on ACKs."""
-        self._cwnd = max(MIN_WINDOW, self._cwnd / 2)
+        """Multiplicative decrease on loss, to at most LOSS_WINDOW: every packet in flight
+        behind a loss is resent (go-back-N), so under loss a smaller window wastes less; it
+        grows back on ACKs."""
+        self._cwnd = max(MIN_WINDOW, min(self._cwnd / 2, LOSS_WINDOW))
         self._ssthresh = self._cwnd
 
     def deadline(self) -> float | None:
