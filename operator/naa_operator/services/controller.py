@@ -144,6 +144,7 @@ class Controller:
         self._delayed: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._reconciled_at: dict[str, float] = {}
         self._naa_cache: dict[str, Body] = {}
         self._bs_cache: dict[str, Body] = {}
         self._cache_primed = False
@@ -553,13 +554,24 @@ class Controller:
             status["startTime"] = _rfc3339()
         meta = body["metadata"]
         try:
-            await self.kube.patch_naajob_status(meta["namespace"], meta["name"], status)
+            patched = await self.kube.patch_naajob_status(meta["namespace"], meta["name"], status)
         except NotFound:
             return  # the job vanished; its Leases are reclaimed as orphans
         self._event(
             involved=body, reason="Scheduled", message=f"NAA Spec {spec_original}: " + trace[0]
         )
-        self.enqueue(view.key)
+        held = {
+            a.naa: LeaseInfo(
+                name=c["metadata"]["name"],
+                naa=a.naa,
+                holder=view.holder,
+                uid=c["metadata"]["uid"],
+                bound_at=bound_at,
+            )
+            for a, c in zip(assignments, created, strict=True)
+            if isinstance(c, dict)
+        }
+        self._spawn(self._continue_after_bind(view.key, patched, held, bound=time.monotonic()))
 
     async def _still_pending(self, body: Body, reason: str, trace: Sequence[str]) -> None:
         message = "\n".join(trace)
@@ -660,14 +672,13 @@ class Controller:
             await self._reconcile(key)
 
     async def _reconcile(self, key: str) -> None:
+        self._reconciled_at[key] = time.monotonic()
         namespace, name = key.split("/", 1)
         body = await self.kube.get_naajob(namespace, name)
         if body is None:
             return
         meta = body["metadata"]
         uid = meta["uid"]
-        spec = body.get("spec") or {}
-        status = body.get("status") or {}
         if not meta.get("deletionTimestamp") and FINALIZER not in (meta.get("finalizers") or []):
             body = await self.kube.patch_naajob(
                 namespace,
@@ -687,6 +698,31 @@ class Controller:
         holder = f"{namespace}/{name}/{uid}"
         held = {lease.naa: lease for lease in leases if lease.holder == holder}
         own_pods = [p for p in pods_raw if views.owned_by(p, uid)]
+        await self._decide_and_act(key, body, held, own_pods)
+
+    async def _continue_after_bind(
+        self, key: str, body: Body, held: dict[str, LeaseInfo], *, bound: float
+    ) -> None:
+        """Go straight from a fresh binding to flashing and the pods, with what the pass just
+        wrote (the patched job, the Leases it created): a first attempt has no pods yet, so
+        nothing needs reading back. Any doubt (a retry) goes through the full reconcile."""
+        try:
+            async with self._lock(key):
+                if self._reconciled_at.get(key, 0.0) > bound:
+                    return  # a full reconcile got the lock first and took the job further
+                if int((body.get("status") or {}).get("failedAttempts", 0)) == 0:
+                    await self._decide_and_act(key, body, held, [])
+                    return
+        except (KubeError, ManagementError) as exc:
+            log.warning("continuing %s after binding failed, retrying: %s", key, exc)
+        self.enqueue(key)
+
+    async def _decide_and_act(
+        self, key: str, body: Body, held: dict[str, LeaseInfo], own_pods: list[Body]
+    ) -> None:
+        meta = body["metadata"]
+        spec = body.get("spec") or {}
+        status = body.get("status") or {}
         pods = tuple(views.pod_view(p) for p in own_pods)
         assigned = views.assignments(body)
         conds = views.job_conditions(body)
