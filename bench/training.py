@@ -217,7 +217,47 @@ def accuracy(
         theirs.append(float(h.history["loss"][0]))
     mse_ours = float(np.mean((t.predict(tx) - ty) ** 2))
     mse_keras = float(np.mean((np.asarray(model.predict(tx, verbose=0)) - ty) ** 2))
-    return {"naaice": ours, "keras": theirs, "mse_naaice": mse_ours, "mse_keras": mse_keras}
+    return {
+        "naaice": ours,
+        "keras": theirs,
+        "mse_naaice": mse_ours,
+        "mse_keras": mse_keras,
+        "trainer": t,
+    }
+
+
+def phreeqc_fidelity(trainer: Trainer, cells: int) -> str:
+    """The generator and the trained surrogate against PHREEQC on reacting cells of the CI
+    set's held-out iterations (an out-of-distribution check: PHREEQC's chemistry, not ours)."""
+    import importlib.util
+
+    if importlib.util.find_spec("phreeqc") is None:
+        return "PHREEQC reference: skipped — the 'poet' extra (PyPI phreeqc) is not installed"
+    from naa_runtime.poet.phreeqc_reference import reference_step
+
+    prepared = app.prepare(app.RunConfig(preset="ci"))
+    split = prepared.test
+    change = np.abs(split.y[:, 8] - split.x[:, 8])
+    reacting = np.flatnonzero(change > 1e-6)
+    pick = reacting[np.linspace(0, reacting.size - 1, min(cells, reacting.size)).astype(int)]
+    x = split.x[pick]
+    start = time.perf_counter()
+    ref = reference_step(x, dt=200.0)
+    seconds = time.perf_counter() - start
+    gen = split.y[pick]
+    sur = prepared.bounds.unscale(trainer.predict(prepared.bounds.scale(x)).astype(np.float64))
+    parts = []
+    for name, j in (("Barite", 7), ("Celestite", 8), ("Sr", 6)):
+        d_ref = ref[:, j] - x[:, j]
+        err_gen = np.median(np.abs(gen[:, j] - x[:, j] - d_ref) / np.abs(d_ref))
+        parts.append(f"{name} Δ median rel. error {err_gen:.1%}")
+    mse_gen = float(np.mean((prepared.bounds.scale(gen) - prepared.bounds.scale(ref)) ** 2))
+    mse_sur = float(np.mean((prepared.bounds.scale(sur) - prepared.bounds.scale(ref)) ** 2))
+    return (
+        f"PHREEQC reference on {len(x)} reacting held-out cells ({len(x) / seconds:.0f} "
+        f"cell-steps/s): generator vs PHREEQC: {', '.join(parts)}; scaled MSE against PHREEQC "
+        f"targets: generator {mse_gen:.3g}, naaice surrogate {mse_sur:.3g}"
+    )
 
 
 # --- one POET call through a software NAA ------------------------------------------------------
@@ -345,6 +385,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--skip-naa", action="store_true")
+    parser.add_argument("--phreeqc-cells", type=int, default=64)
     parser.add_argument(
         "--keras-backend",
         choices=["tensorflow", "jax"],
@@ -412,6 +453,7 @@ def main() -> int:
         f"held-out MSE after {args.epochs} epochs (batch 1280, same init and batch order): "
         f"naaice {acc['mse_naaice']:.4g}, Keras {acc['mse_keras']:.4g} (ratio {mse_ratio:.3f})"
     )
+    console.print(phreeqc_fidelity(acc["trainer"], args.phreeqc_cells))
     if not args.skip_naa:
         naa = poet_call_through_naa(x, y, args.repeats)
         local = poet_call_local(x, y, args.repeats)
