@@ -406,7 +406,8 @@ class _Rpc:
 class _Watchdog:
     """One thread per server that answers KERNEL_TIMEOUT for kernels past their deadline."""
 
-    def __init__(self, *, start: bool) -> None:
+    def __init__(self, *, start: bool, tick: float = 1.0) -> None:
+        self._tick = tick
         self._cond = threading.Condition()
         self._watched: dict[_Rpc, _Connection] = {}
         self._wake_at: float | None = None
@@ -441,9 +442,13 @@ class _Watchdog:
                 for r, _ in due:
                     del self._watched[r]
                 if not due:
-                    nxt = min((r.deadline for r in self._watched), default=None)
-                    self._wake_at = nxt
-                    self._cond.wait(None if nxt is None else max(0.0, nxt - now) + 0.001)
+                    # Wake at the earliest deadline, and at least every tick: an RPC watched
+                    # later (its deadline is at least kernel_timeout > tick away) then never
+                    # needs a notify, so the latency path does not wake this thread.
+                    nxt = min((r.deadline for r in self._watched), default=now + self._tick)
+                    wake = min(nxt, now + self._tick)
+                    self._wake_at = wake
+                    self._cond.wait(max(0.0, wake - now) + 0.001)
                     self._wake_at = None
                     continue
             for r, c in due:
@@ -508,7 +513,7 @@ class RpcServer:
         """Bind the socket and start serving (synchronous)."""
         if self._endpoint is not None:
             return
-        self._watchdog = _Watchdog(start=True)
+        self._watchdog = _Watchdog(start=True, tick=min(1.0, self.kernel_timeout / 4))
         ep = Endpoint(
             address=self.address,
             port=self.port,
