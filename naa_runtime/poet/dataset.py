@@ -125,6 +125,9 @@ class PoetDataset:
         return PoetDataset(self.x[keep], self.y[keep], self.iteration[keep], dict(self.meta))
 
     def save(self, path: Path) -> None:
+        """One .npz with the pairs, E, the column names, the metadata and the min–max bounds of
+        the default training split (`bounds()`), so the data travel with what the loss needs."""
+        bounds = self.bounds()
         with path.open("wb") as fh:
             np.savez(
                 fh,
@@ -133,6 +136,9 @@ class PoetDataset:
                 iteration=self.iteration,
                 stoichiometry=stoichiometry(),
                 columns=np.array(COLUMNS),
+                elements=np.array(ELEMENTS),
+                bounds_lo=bounds.lo,
+                bounds_hi=bounds.hi,
                 meta=np.array(json.dumps(self.meta)),
             )
 

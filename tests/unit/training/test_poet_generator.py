@@ -71,3 +71,20 @@ def test_splits_follow_time_and_bounds_cover_the_training_split(ci_dataset: Poet
 def test_an_unknown_preset_names_the_known_ones() -> None:
     with pytest.raises(generator.UnknownPreset, match="barite50"):
         generator.preset("barite51")
+
+
+def test_the_cached_file_ships_stoichiometry_and_bounds(cache_dir: Path) -> None:
+    data = generator.generate(generator.preset("ci", iterations=4))
+    (path,) = cache_dir.glob("ci-*.npz")
+    with np.load(path) as z:
+        assert np.array_equal(z["stoichiometry"], stoichiometry())
+        assert tuple(z["columns"]) == COLUMNS
+        assert np.array_equal(z["bounds_lo"], data.bounds().lo)
+        assert np.array_equal(z["bounds_hi"], data.bounds().hi)
+
+
+def test_loading_a_cached_file_gives_the_same_dataset(cache_dir: Path) -> None:
+    first = generator.generate(generator.preset("ci", iterations=4))
+    again = PoetDataset.load(next(cache_dir.glob("ci-*.npz")))
+    assert np.array_equal(first.x, again.x)
+    assert np.array_equal(first.iteration, again.iteration)
