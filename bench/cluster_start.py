@@ -125,17 +125,22 @@ def plot(runs: list[dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    phases = ["etcd", "apiserver", "rest", "crds"]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    phases = {
+        "etcd": "etcd",
+        "apiserver": "kube-apiserver",
+        "rest": "KCM, scheduler, KWOK node, pod runner",
+        "crds": "CRDs",
+    }
+    fig, ax = plt.subplots(figsize=(8, 4))
     left = [0.0] * len(runs)
-    for phase in phases:
+    for phase, label in phases.items():
         vals = [r[phase] for r in runs]
-        ax.barh(range(len(runs)), vals, left=left, label=phase)
+        ax.barh(range(len(runs)), vals, left=left, label=label)
         left = [a + b for a, b in zip(left, vals, strict=True)]
     ax.set_yticks(range(len(runs)), [f"run {i + 1}" for i in range(len(runs))])
     ax.set_xlabel("seconds from start to ready")
     ax.set_title("Embedded control plane: warm start, by phase")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize="small")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -156,6 +161,8 @@ def main() -> int:
             f"{cold['totalSeconds']:.0f} s on {cold.get('cpus')} CPUs, per binary "
             f"{cold.get('seconds')}"
         )
+        if cold.get("note"):
+            console.print(f"  conditions: {cold['note']}")
     else:
         console.print(
             f"cold build: not measured (binaries were cached in {bin_dir()} before this "

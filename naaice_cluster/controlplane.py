@@ -396,12 +396,14 @@ def start_embedded(
                 timeout=120,
                 procs=popens,
             )
+        step("default ServiceAccount")
         _wait(
             "serviceaccount default/default",
             lambda: _exists(kube, "/api/v1/namespaces/default/serviceaccounts/default"),
             timeout=120,
             procs=popens,
         )
+        step("pod runner")
         ready_file = layout.pods / ".ready"
         _wait("the pod runner", ready_file.exists, timeout=90, procs=popens)
 
