@@ -432,7 +432,7 @@ class Endpoint:
     def send_mad(self, peer_ip: str, msg: CmMessage, *, tid: int) -> None:
         """Send a CM MAD to the peer's QP1 (UD SEND_ONLY, DETH Q_Key 0x80010000, src QP 1)."""
         mad = encode_cm(msg, tid=tid)
-        hdr = bytearray(_BTH.pack(Opcode.UD_SEND_ONLY, 0, 0xFFFF, 0xFF000001, 0))
+        hdr = bytearray(_BTH.pack(_OPCODE_UD_SEND_ONLY, 0, 0xFFFF, 0xFF000001, 0))
         hdr += struct.pack("!II", CM_QKEY, 1)
         self.transmit(peer_ip, [(hdr, mad, 0)])
 
@@ -671,7 +671,7 @@ class Endpoint:
         """Fast path for a GRO batch that starts with consecutive RDMA WRITE MIDDLE packets of
         one QP: check headers and ICRCs segment by segment, then let the QP place all payloads
         with one copy. Returns how many leading segments were consumed (0: per-packet path)."""
-        if buf[0] != Opcode.RDMA_WRITE_MIDDLE or buf[1] != 0:
+        if buf[0] != _OPCODE_RDMA_WRITE_MIDDLE or buf[1] != 0:
             return 0
         first8 = bytes(buf[0:8])
         entry = self._qps.get(int.from_bytes(first8[5:8], "big"))
@@ -784,10 +784,10 @@ class Endpoint:
                 return
         body = dgram[: n - ICRC_LEN]
         dqp = w2 & 0xFFFFFF
-        if op == Opcode.UD_SEND_ONLY:
+        if op == _OPCODE_UD_SEND_ONLY:
             self._on_mad(body, src[0], dqp)
             return
-        if op not in RC_REQUEST_OPCODES and op != Opcode.ACKNOWLEDGE:
+        if op not in RC_REQUEST_OPCODES and op != _OPCODE_ACKNOWLEDGE:
             stats.dropped["bad_opcode"] += 1
             return
         entry = self._qps.get(dqp)
@@ -830,3 +830,10 @@ class Endpoint:
 
     def __repr__(self) -> str:
         return f"Endpoint({self.address}:{self.port})"
+
+
+# Enum members used on the hot paths, looked up once (an IntEnum class attribute costs
+# ~0.3 µs in CPython 3.11; a module global ~20 ns).
+_OPCODE_ACKNOWLEDGE = Opcode.ACKNOWLEDGE
+_OPCODE_RDMA_WRITE_MIDDLE = Opcode.RDMA_WRITE_MIDDLE
+_OPCODE_UD_SEND_ONLY = Opcode.UD_SEND_ONLY

@@ -189,8 +189,8 @@ class _Connection:
                 continue
             if c is None:
                 return None
-            if c.status != WcStatus.SUCCESS:
-                if c.status != WcStatus.WR_FLUSH_ERR:
+            if c.status != _WCSTATUS_SUCCESS:
+                if c.status != _WCSTATUS_WR_FLUSH_ERR:
                     log.warning(
                         "connection from %s: %s completion failed: %s",
                         self.peer_ip,
@@ -231,7 +231,7 @@ class _Connection:
             self.server._release(self)
 
     def _mrsp(self) -> bool:
-        c = self._next(WcOpcode.RECV, deadline=time.monotonic() + self.server.setup_timeout)
+        c = self._next(_WCOPCODE_RECV, deadline=time.monotonic() + self.server.setup_timeout)
         if c is None:
             return False
         self.mrsp_done = True
@@ -258,7 +258,7 @@ class _Connection:
         answer: list[AEntry] = []
         for e in entries:
             buf = bytearray(e.size)
-            if e.flags & MrFlags.INTERNAL:
+            if e.flags & _MRFLAGS_INTERNAL:
                 continue  # NAA-only scratch: allocated by kernels, never transferred
             mr = self.memory.register(
                 buf, va=e.requested_addr, access=Access.LOCAL_WRITE | Access.REMOTE_WRITE
@@ -311,8 +311,8 @@ class _Connection:
         else goes to the connection's worker thread."""
         if (
             self.serving
-            and c.opcode == WcOpcode.RECV_RDMA_WITH_IMM
-            and c.status == WcStatus.SUCCESS
+            and c.opcode == _WCOPCODE_RECV_RDMA_WITH_IMM
+            and c.status == _WCSTATUS_SUCCESS
             and self._recent.get((c.imm or 0) & 0x7F, 1.0) < INLINE_KERNEL_SECONDS
             and self._rpc_lock.acquire(blocking=False)
         ):
@@ -321,19 +321,19 @@ class _Connection:
             finally:
                 self._rpc_lock.release()
             return
-        if self.serving and c.status == WcStatus.SUCCESS and c.opcode == WcOpcode.RDMA_WRITE:
+        if self.serving and c.status == _WCSTATUS_SUCCESS and c.opcode == _WCOPCODE_RDMA_WRITE:
             return  # our reply writes completed: the worker has nothing to do (no wake-up)
         self.completions.put(c)
 
     def _serve_rpcs(self) -> None:
-        self.inputs = [memoryview(r.buffer) for r in self.regions if r.flags & MrFlags.INPUT]
-        self.outputs = [memoryview(r.buffer) for r in self.regions if r.flags & MrFlags.OUTPUT]
-        self.out_regions = [r for r in self.regions if r.flags & MrFlags.OUTPUT]
+        self.inputs = [memoryview(r.buffer) for r in self.regions if r.flags & _MRFLAGS_INPUT]
+        self.outputs = [memoryview(r.buffer) for r in self.regions if r.flags & _MRFLAGS_OUTPUT]
+        self.out_regions = [r for r in self.regions if r.flags & _MRFLAGS_OUTPUT]
         self.in_bytes = sum(len(v) for v in self.inputs)
         self.out_bytes = sum(len(v) for v in self.outputs)
         self.serving = True
         while True:
-            c = self._next(WcOpcode.RECV_RDMA_WITH_IMM)
+            c = self._next(_WCOPCODE_RECV_RDMA_WITH_IMM)
             if c is None:
                 return
             with self._rpc_lock:
@@ -651,3 +651,15 @@ class RpcServer:
                 return True
             time.sleep(0.01)
         return self.active_connections == 0
+
+
+# Enum members used on the hot paths, looked up once (an IntEnum class attribute costs
+# ~0.3 µs in CPython 3.11; a module global ~20 ns).
+_MRFLAGS_INPUT = MrFlags.INPUT
+_MRFLAGS_INTERNAL = MrFlags.INTERNAL
+_MRFLAGS_OUTPUT = MrFlags.OUTPUT
+_WCOPCODE_RDMA_WRITE = WcOpcode.RDMA_WRITE
+_WCOPCODE_RECV = WcOpcode.RECV
+_WCOPCODE_RECV_RDMA_WITH_IMM = WcOpcode.RECV_RDMA_WITH_IMM
+_WCSTATUS_SUCCESS = WcStatus.SUCCESS
+_WCSTATUS_WR_FLUSH_ERR = WcStatus.WR_FLUSH_ERR
