@@ -101,7 +101,8 @@ def bench_lifecycle(n_jobs: int, n_naas: int, concurrency: int) -> dict[str, flo
         lab = Lab(cluster=cluster, namespace=namespace, naa_factory=factory, workdir=workdir)
         stack.callback(lab.close)
         console.print(f"starting {n_naas} software NAAs …")
-        lab.add_naas(n_naas, flash_seconds=0.0)
+        # 10 Hz sensors (default 100 Hz): 32 emulated boards share two cores with everything.
+        lab.add_naas(n_naas, flash_seconds=0.0, extra_args=("--sample-hz", "10"))
         lab.add_bitstream(flash_seconds=0.0)
         command = ["/bin/true"]
 

@@ -103,12 +103,14 @@ class Lab:
 
     # -- NAAs and bitstreams ------------------------------------------------------------------
 
-    def add_naas(self, count: int, *, flash_seconds: float = 0.1) -> list[str]:
+    def add_naas(
+        self, count: int, *, flash_seconds: float = 0.1, extra_args: tuple[str, ...] = ()
+    ) -> list[str]:
         names = []
         tokens: dict[str, str] = {}
         for _ in range(count):
             name = f"l{self.tag}-{len(self.naas)}"
-            naa = self.naa_factory(name=name, flash_seconds=flash_seconds)
+            naa = self.naa_factory(name=name, flash_seconds=flash_seconds, extra_args=extra_args)
             self.naas[name] = naa
             tokens[name] = naa.token
             names.append(name)
