@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,8 @@ class Cluster:
     binaries: Path = field(default_factory=bin_dir)
     crds: list[str] = field(default_factory=list)
     started_at: str = ""
+    #: Popen handles when this process started the cluster (so teardown can reap them).
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
 
     # -- using it ---------------------------------------------------------------------------
 
@@ -126,8 +128,11 @@ class Cluster:
         return candidates[-1] if candidates else None
 
     def save(self) -> None:
-        data = asdict(self)
+        data: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name != "children"
+        }
         data.update(
+            processes=[asdict(p) for p in self.processes],
             run_dir=str(self.run_dir),
             kubeconfig=str(self.kubeconfig),
             ca_file=str(self.ca_file) if self.ca_file else None,
@@ -415,7 +420,7 @@ def start_embedded(
         _stop_processes(cluster, popens=[p for p, _, _ in popens])
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    cluster._popens = [p for p, _, _ in popens]  # type: ignore[attr-defined]
+    cluster.children = [p for p, _, _ in popens]
     return cluster
 
 
@@ -560,7 +565,7 @@ def stop(cluster: Cluster, *, keep_files: bool = False) -> None:
     if cluster.external or (apiserver is not None and _ours(apiserver, cluster.run_dir)):
         with contextlib.suppress(subprocess.SubprocessError, OSError, StateError):
             remove_webhook_configurations(cluster)
-    _stop_processes(cluster, popens=getattr(cluster, "_popens", ()))
+    _stop_processes(cluster, popens=cluster.children)
     if not keep_files:
         if cluster.external:
             cluster.layout.state.unlink(missing_ok=True)

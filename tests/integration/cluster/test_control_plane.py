@@ -234,3 +234,28 @@ def test_webhook_cert_from_the_cluster_is_trusted_by_the_apiserver(
         cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
         server.shutdown()
         server.server_close()
+
+
+def test_use_current_context_attaches_without_starting_or_stopping_anything(
+    cluster: cp.Cluster, tmp_path: Path
+) -> None:
+    name = f"pytest-ext-{secrets.token_hex(3)}"
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+
+    def naaice(*args: str) -> subprocess.CompletedProcess[str]:
+        exe = Path(sys.executable).parent / "naaice"
+        return subprocess.run(
+            [str(exe), *args], capture_output=True, text=True, timeout=120, check=False, env=env
+        )
+
+    up = naaice("cluster", "up", "--use-current-context", "--name", name, "--crds", str(tmp_path))
+    assert up.returncode == 0, up.stderr
+    status = json.loads(naaice("cluster", "status", "--name", name, "--json").stdout)
+    assert status["external"]
+    assert status["ready"]
+    assert status["server"] == cluster.server
+    assert status["processes"] == {}
+    assert naaice("cluster", "down", "--name", name).returncode == 0
+    # The cluster it attached to is still serving.
+    assert cluster.kubectl("get", "--raw=/readyz").stdout == "ok"
+    assert not cp.run_dir_for(name).exists()
