@@ -38,18 +38,16 @@ def swap_targets(*, n: int, seed: int, epoch: int) -> np.ndarray:
     """
     if n < 2:
         return np.zeros(0, dtype=np.int64)
+    if n > 0xFFFFFFFF:
+        raise ValueError(f"the epoch loader shuffles at most 2³² − 1 rows, got {n}")
     u = splitmix64(seed=seed, start=epoch * n, count=n - 1)
-    bound = np.arange(n, 1, -1, dtype=np.uint64)  # i + 1 for i = n−1 … 1
-    # 64×64→128-bit high word, from 32-bit halves (NumPy has no 128-bit integers).
-    lo32 = np.uint64(0xFFFFFFFF)
-    u_hi, u_lo = u >> np.uint64(32), u & lo32
-    b_hi, b_lo = bound >> np.uint64(32), bound & lo32
-    with np.errstate(over="ignore"):
-        mid1 = u_hi * b_lo
-        mid2 = u_lo * b_hi
-        carry = ((u_lo * b_lo) >> np.uint64(32)) + (mid1 & lo32) + (mid2 & lo32)
-        high = u_hi * b_hi + (mid1 >> np.uint64(32)) + (mid2 >> np.uint64(32))
-        high += carry >> np.uint64(32)
+    bound = np.arange(n, 1, -1, dtype=np.uint64)  # i + 1 for i = n−1 … 1, each < 2³²
+    # High word of the 128-bit product u·b from 32-bit halves of u (NumPy has no 128-bit
+    # integers): u·b = u_hi·b·2³² + u_lo·b, both partial products < 2⁶⁴ because b < 2³².
+    shift = np.uint64(32)
+    high = (u >> shift) * bound
+    high += ((u & np.uint64(0xFFFFFFFF)) * bound) >> shift
+    high >>= shift
     targets: np.ndarray = high.astype(np.int64)
     return targets
 
@@ -58,11 +56,9 @@ def fisher_yates(*, n: int, seed: int, epoch: int = 0) -> np.ndarray:
     """A uniformly random permutation of 0…n−1 (Durstenfeld's in-place Fisher–Yates)."""
     order = list(range(n))
     targets = swap_targets(n=n, seed=seed, epoch=epoch).tolist()
-    i = n - 1
-    for j in targets:
+    for i, j in zip(range(n - 1, 0, -1), targets, strict=True):
         order[i], order[j] = order[j], order[i]
-        i -= 1
-    return np.asarray(order, dtype=np.int64)
+    return np.fromiter(order, dtype=np.int64, count=n)
 
 
 class EpochLoader:

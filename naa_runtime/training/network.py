@@ -28,8 +28,9 @@ class Workspace:
     x: np.ndarray  # (batch, inputs + 1)
     acts: list[np.ndarray]  # (batch, units + 1) for hidden layers, (batch, units) for the last
     outs: list[np.ndarray]  # views: activations without the ones column
-    deltas: list[np.ndarray]
-    masks: list[np.ndarray]
+    deltas: list[np.ndarray]  # like acts (hidden layers), so elementwise work is contiguous
+    dviews: list[np.ndarray]  # views: the errors proper (the extra column stays 0)
+    masks: list[np.ndarray]  # like acts
     grad_out: np.ndarray  # ∂L/∂output, written by the loss
 
 
@@ -83,13 +84,15 @@ class Network:
                 np.ones((batch, fo + (i != last)), dtype=dt)
                 for i, (_, fo) in enumerate(self.shapes)
             ]
+            deltas = [np.zeros_like(a) for a in acts]
             ws = Workspace(
                 batch=batch,
                 x=np.ones((batch, self.graph.inputs + 1), dtype=dt),
                 acts=acts,
                 outs=[a if i == last else a[:, :-1] for i, a in enumerate(acts)],
-                deltas=[np.empty((batch, fo), dtype=dt) for _, fo in self.shapes],
-                masks=[np.empty((batch, fo), dtype=bool) for _, fo in self.shapes],
+                deltas=deltas,
+                dviews=[d if i == last else d[:, :-1] for i, d in enumerate(deltas)],
+                masks=[np.empty(a.shape, dtype=bool) for a in acts],
                 grad_out=np.empty((batch, self.graph.outputs), dtype=dt),
             )
             self._workspaces[batch] = ws
@@ -104,8 +107,8 @@ class Network:
             self.blocks, ws.outs, ws.acts, self.activations, strict=True
         ):
             np.matmul(a, block, out=z)
-            if act == "relu":
-                np.maximum(z, 0, out=z)
+            if act == "relu":  # on the whole buffer: contiguous, and max(1, 0) keeps the ones
+                np.maximum(full, 0, out=full)
             elif act == "tanh":
                 np.tanh(z, out=z)
             elif act == "sigmoid":
@@ -116,31 +119,36 @@ class Network:
             a = full
         return ws.outs[-1]
 
-    def _activation_derivative(self, index: int, ws: Workspace, delta: np.ndarray) -> None:
-        act, a = self.activations[index], ws.outs[index]
+    def _activation_derivative(
+        self, index: int, ws: Workspace, full: np.ndarray, delta: np.ndarray
+    ) -> None:
+        """delta ⊙= f'(z) in place; `full` is delta's whole (contiguous) buffer."""
+        act = self.activations[index]
         if act == "relu":
             mask = ws.masks[index]
-            np.greater(a, 0, out=mask)
-            np.multiply(delta, mask, out=delta)
+            np.greater(ws.acts[index], 0, out=mask)
+            np.multiply(full, mask, out=full)
         elif act == "tanh":
+            a = ws.outs[index]
             delta *= 1 - a * a
         elif act == "sigmoid":
+            a = ws.outs[index]
             delta *= a * (1 - a)
 
     def backward(self, ws: Workspace, x: np.ndarray | None = None) -> None:
         """Gradients of the loss w.r.t. every parameter into `self.grads`, given ∂L/∂output
         in `ws.grad_out` (the loss writes it there); `x` as in `forward`."""
         last = len(self.blocks) - 1
-        delta = ws.grad_out
+        full = delta = ws.grad_out  # deltas[last] is unused: grad_out plays its part
         inputs = ws.x if x is None else x
         for i in range(last, -1, -1):
-            self._activation_derivative(i, ws, delta)
+            self._activation_derivative(i, ws, full, delta)
             a_prev = inputs if i == 0 else ws.acts[i - 1]
             np.matmul(a_prev.T, delta, out=self.block_grads[i])
             if i:
-                prev = ws.deltas[i - 1]  # deltas[last] is unused: grad_out plays its part
+                prev_full, prev = ws.deltas[i - 1], ws.dviews[i - 1]
                 np.matmul(delta, self.weights[i].T, out=prev)
-                delta = prev
+                full, delta = prev_full, prev
 
     def predict(self, x: np.ndarray, *, chunk: int = 8192) -> np.ndarray:
         """Outputs for any number of rows (not augmented), in chunks, in the network's dtype."""
