@@ -200,6 +200,8 @@ class Endpoint:
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._corked: list[tuple[str, list[OutPacket]]] | None = None
+        self._cork_thread = 0
         self._rx_lock = threading.Lock()
         self._rx_buf = bytearray(65536 + 64)
         self._rx_mv = memoryview(self._rx_buf)
@@ -290,8 +292,38 @@ class Endpoint:
             self._prefix_tx[key] = states
         return states
 
+    def cork(self) -> None:
+        """Queue this thread's packets until `uncork` (other threads still send at once)."""
+        self._cork_thread = threading.get_ident()
+        self._corked = []
+
+    def uncork(self) -> None:
+        """Send what `cork` queued: consecutive packets to one peer go out as one GSO batch
+        (an RPC request and the ACK behind it: one syscall, one wake-up at the NAA)."""
+        queued, self._corked = self._corked, None
+        self._cork_thread = 0
+        if not queued:
+            return
+        peer, pkts = queued[0]
+        for ip, more in queued[1:]:
+            if ip == peer:
+                pkts = pkts + more
+            else:
+                self._transmit_now(peer, pkts)
+                peer, pkts = ip, more
+        self._transmit_now(peer, pkts)
+
     def transmit(self, peer_ip: str, pkts: list[OutPacket]) -> None:
-        """Add ICRCs and send; GSO-batches runs of equal-sized packets."""
+        """Add ICRCs and send (or queue them while this thread corked the endpoint)."""
+        corked = self._corked
+        if corked is not None and threading.get_ident() == self._cork_thread:
+            corked.append((peer_ip, pkts))
+            return
+        self._transmit_now(peer_ip, pkts)
+
+    def _transmit_now(self, peer_ip: str, pkts: list[OutPacket]) -> None:
+        """Add ICRCs and send; GSO-batches runs of equal-sized packets (a shorter one may end
+        a batch)."""
         crc32 = zlib.crc32
         pack_crc = _CRC.pack
         addr = (peer_ip, ROCE_UDP_PORT)
@@ -370,6 +402,9 @@ class Endpoint:
     ) -> None:
         """Send full-MTU middle packets of one message straight from its buffer: headers,
         ICRCs and GSO batches built in one loop (the bulk-transfer hot path)."""
+        if self._corked is not None and threading.get_ident() == self._cork_thread:
+            self.uncork()  # packets queued before these middle ones go first
+            self.cork()
         crc32 = zlib.crc32
         pack = _BTH.pack
         pack_crc = _CRC.pack

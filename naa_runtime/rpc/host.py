@@ -446,33 +446,41 @@ class HostConnection:
             self._pending_writes = max(1, len(send))
             self.rpc_count += 1
         qp.post_recv(wr_id=2)
-        if not send:
-            a0 = self.naa_regions[0]
-            qp.post_write(
-                wr_id=2,
-                local=memoryview(b""),
-                remote_va=a0.naa_va,
-                rkey=a0.naa_rkey,
-                imm=imm,
-                solicited=True,
-            )
-        for k, i in enumerate(send):
-            r = self.regions[i]
-            a = self.naa_regions[i]
-            n = r.view.nbytes if r.send_bytes is None else r.send_bytes
-            last = k == len(send) - 1
-            qp.post_write(
-                wr_id=2,
-                local=r.view[:n],
-                remote_va=a.naa_va,
-                rkey=a.naa_rkey,
-                imm=imm if last else None,
-                solicited=last,
-            )
-        if self._device is not None:
-            # The ACK of the previous reply (deferred by drive) follows the request, so the NAA
-            # reads both in one wake-up.
-            self._device.endpoint.flush_deferred_acks()
+        dev = self._device
+        ep = dev.endpoint if dev is not None else None
+        if ep is not None:
+            ep.cork()
+        try:
+            if not send:
+                a0 = self.naa_regions[0]
+                qp.post_write(
+                    wr_id=2,
+                    local=memoryview(b""),
+                    remote_va=a0.naa_va,
+                    rkey=a0.naa_rkey,
+                    imm=imm,
+                    solicited=True,
+                )
+            for k, i in enumerate(send):
+                r = self.regions[i]
+                a = self.naa_regions[i]
+                n = r.view.nbytes if r.send_bytes is None else r.send_bytes
+                last = k == len(send) - 1
+                qp.post_write(
+                    wr_id=2,
+                    local=r.view[:n],
+                    remote_va=a.naa_va,
+                    rkey=a.naa_rkey,
+                    imm=imm if last else None,
+                    solicited=last,
+                )
+            if ep is not None:
+                # The ACK of the previous reply (deferred by drive) rides behind the request:
+                # one GSO send, and the NAA reads both in one wake-up.
+                ep.flush_deferred_acks()
+        finally:
+            if ep is not None:
+                ep.uncork()
 
     def wait(self, timeout: float | None = None) -> State:
         """Block until the RPC finished or failed (or `timeout` passed); the current state.
