@@ -32,6 +32,7 @@ from naaice_cluster.build import STAGES_FILE, ensure_built
 from naaice_cluster.errors import StartError, StateError
 from naaice_cluster.kube import ApiError, Credentials, Kube
 from naaice_cluster.paths import bin_dir, crds_dir, run_root
+from naaice_cluster.podrunner.runner import CREATED_MOUNT_POINTS
 
 Step = Callable[[str], None]
 #: Webhook configurations Kopf writes when `settings.admission.managed` is set.
@@ -555,6 +556,23 @@ def _stop_processes(cluster: Cluster, *, popens: Sequence[subprocess.Popen[bytes
     for proc in popens:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=1)
+    remove_created_mount_points(cluster.layout.pods)
+
+
+def remove_created_mount_points(pods_dir: Path) -> None:
+    """Remove the mount points the pod runner had to create on the host, newest first, when
+    they are still empty (a directory or file someone filled since is left alone)."""
+    record = pods_dir / CREATED_MOUNT_POINTS
+    try:
+        paths = [Path(line) for line in record.read_text().splitlines() if line.strip()]
+    except OSError:
+        return
+    for path in reversed(paths):
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()  # fails, as wanted, when not empty
+            elif path.is_file() and path.stat().st_size == 0:
+                path.unlink()
 
 
 def stop(cluster: Cluster, *, keep_files: bool = False) -> None:

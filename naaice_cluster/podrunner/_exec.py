@@ -2,6 +2,9 @@
 namespace that `unshare` created for it, bind-mount the pod's volumes onto their mountPaths,
 set the hostname to the pod's name, change to the working directory and exec the command.
 
+Mount points missing on the host are created there (a bind mount needs one) and recorded in
+the file `createdMountPoints`; the cluster's teardown removes them when they are empty.
+
 Run by the pod runner as `unshare --mount --uts --propagation private -- python -I -m
 naaice_cluster.podrunner._exec SPEC.json`; the environment is already the container's."""
 
@@ -15,14 +18,30 @@ import sys
 from pathlib import Path
 
 
-def _mount(source: str, target: str, *, read_only: bool) -> None:
+def _create_recorded(path: Path, *, is_dir: bool, record: Path) -> None:
+    """Create a missing mount point (and missing parents) on the host filesystem, appending each
+    path created to `record` so that cluster teardown can remove them again."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for i, item in enumerate(reversed(missing)):
+        last = i == len(missing) - 1
+        try:
+            if last and not is_dir:
+                item.touch(exist_ok=False)
+            else:
+                item.mkdir()
+        except FileExistsError:  # another pod's container created it meanwhile
+            continue
+        with record.open("a") as fh:
+            fh.write(f"{item}\n")
+
+
+def _mount(source: str, target: str, *, read_only: bool, record: Path) -> None:
     src, dst = Path(source), Path(target)
-    if src.is_dir():
-        dst.mkdir(parents=True, exist_ok=True)
-    else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if not dst.exists():
-            dst.touch()
+    _create_recorded(dst, is_dir=src.is_dir(), record=record)
     subprocess.run(["mount", "--bind", source, target], check=True)
     if read_only:
         subprocess.run(["mount", "-o", "remount,bind,ro", target], check=True)
@@ -33,7 +52,12 @@ def main(argv: list[str]) -> int:
     try:
         if spec.get("namespaces"):
             for m in spec["mounts"]:
-                _mount(m["source"], m["target"], read_only=m["readOnly"])
+                _mount(
+                    m["source"],
+                    m["target"],
+                    read_only=m["readOnly"],
+                    record=Path(spec["createdMountPoints"]),
+                )
             socket.sethostname(spec["hostname"])
         os.chdir(spec["workingDir"])
     except (OSError, subprocess.CalledProcessError) as exc:

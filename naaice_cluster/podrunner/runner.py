@@ -34,6 +34,8 @@ from naaice_cluster.podrunner.volumes import materialise, volume_files
 JSON = dict[str, Any]
 log = logging.getLogger("naaice.podrunner")
 _BACKOFF_START, _BACKOFF_MAX = 1.0, 30.0
+#: File in the pods dir listing mount points created on the host (see `_exec`).
+CREATED_MOUNT_POINTS = "created-mount-points"
 
 
 def namespaces_available() -> bool:
@@ -222,6 +224,7 @@ class PodWorker(threading.Thread):
             "hostname": self.pod_name[:63],
             "workingDir": work,
             "argv": argv,
+            "createdMountPoints": str(self.runner.config.pods_dir / CREATED_MOUNT_POINTS),
         }
 
     def _fallback_mount_root(self, name: str, mounts: list[JSON]) -> str:

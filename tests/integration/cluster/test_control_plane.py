@@ -17,7 +17,7 @@ import pytest
 from naaice_cluster import controlplane as cp
 from naaice_cluster._procs import alive
 from naaice_cluster.paths import crds_dir
-from tests.support.pods import apply, container_pid, pod_manifest, wait_for_phase
+from tests.support.pods import apply, container_pid, pod_manifest, wait_for_phase, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -130,9 +130,19 @@ def test_cluster_cli_up_logs_down_leaves_no_processes_or_files(tmp_path: Path) -
         assert status["ready"]
         assert all(p["alive"] for p in status["processes"].values())
         apply(cluster, "default", pod_manifest("talker", ["sh", "-c", "echo said-something"]))
-        apply(cluster, "default", pod_manifest("sleeper", ["sleep", "600"]))
+        # A mount point that does not exist on the host: created for the bind mount, and
+        # removed again by the teardown.
+        mount_root = Path(f"/tmp/naaice-mnt-{secrets.token_hex(4)}")
+        sleeper = pod_manifest(
+            "sleeper",
+            ["sleep", "600"],
+            volumeMounts=[{"name": "conf", "mountPath": f"{mount_root}/conf"}],
+        )
+        sleeper["spec"]["volumes"] = [{"name": "conf", "emptyDir": {}}]
+        apply(cluster, "default", sleeper)
         wait_for_phase(cluster, "default", "talker", ("Succeeded",))
         sleeper_pid = container_pid(wait_for_phase(cluster, "default", "sleeper", ("Running",)))
+        wait_until((mount_root / "conf").is_dir, what="the mount point on the host")
         printed = _naaice("logs", "talker", "-n", "default", "--name", name)
         assert printed.stdout == "said-something\n"
         missing = _naaice("logs", "nope", "--name", name)
@@ -145,6 +155,7 @@ def test_cluster_cli_up_logs_down_leaves_no_processes_or_files(tmp_path: Path) -
     assert down.returncode == 0, down.stderr
     assert not any(alive(pid) for pid in [*pids, sleeper_pid])
     assert not cluster.run_dir.exists()
+    assert not mount_root.exists()
     gone = _naaice("cluster", "status", "--name", name)
     assert gone.returncode == 1
     assert "naaice cluster up" in gone.stderr
