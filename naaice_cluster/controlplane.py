@@ -559,15 +559,33 @@ def _stop_processes(cluster: Cluster, *, popens: Sequence[subprocess.Popen[bytes
     remove_created_mount_points(cluster.layout.pods)
 
 
+def mount_points_in_use() -> set[str]:
+    """Every path that is a mount point in any process's mount namespace on this host."""
+    in_use: set[str] = set()
+    for mountinfo in Path("/proc").glob("[0-9]*/mountinfo"):
+        with contextlib.suppress(OSError):
+            for line in mountinfo.read_text().splitlines():
+                fields = line.split()
+                if len(fields) > 4:
+                    # mountinfo escapes space, tab, newline and backslash as octal.
+                    in_use.add(fields[4].encode().decode("unicode_escape"))
+    return in_use
+
+
 def remove_created_mount_points(pods_dir: Path) -> None:
     """Remove the mount points the pod runner had to create on the host, newest first, when
-    they are still empty (a directory or file someone filled since is left alone)."""
+    they are still empty (a directory or file someone filled since is left alone) and no
+    process anywhere has something mounted on them: removing a mount point detaches the mounts
+    on it in other namespaces, e.g. a pod of another embedded cluster using the same path."""
     record = pods_dir / CREATED_MOUNT_POINTS
     try:
         paths = [Path(line) for line in record.read_text().splitlines() if line.strip()]
     except OSError:
         return
+    in_use = mount_points_in_use()
     for path in reversed(paths):
+        if str(path) in in_use:
+            continue
         with contextlib.suppress(OSError):
             if path.is_dir() and not path.is_symlink():
                 path.rmdir()  # fails, as wanted, when not empty
