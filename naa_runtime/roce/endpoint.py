@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import os
 import random
 import secrets
 import select
@@ -587,6 +588,7 @@ class Endpoint:
                         idle_since = time.monotonic()
                         continue
                     if now - idle_since < spin:
+                        os.sched_yield()  # let a peer on this CPU run (it sends what we wait for)
                         continue
                     dl = self._next_deadline()
                     if deadline is not None and (dl is None or deadline < dl):
