@@ -63,6 +63,10 @@ _GSO_MAX_BYTES = 65000
 _GSO_MAX_SEGS = 64
 FOREGROUND_LINGER = 0.005
 """Seconds the receive thread stays parked after a foreground caller stopped receiving."""
+FOREGROUND_NAP = 0.02
+"""While a caller receives, the parked receive thread checks back this often: rarely enough
+not to contend for the GIL with the caller, often enough to send deferred ACKs well within
+the ACK timeout."""
 
 log = logging.getLogger(__name__)
 
@@ -523,7 +527,7 @@ class Endpoint:
                 # A caller receives in the foreground (drive): stay off the socket until it
                 # has been idle for FOREGROUND_LINGER, so back-to-back calls never pay for
                 # this thread's wake-ups.
-                time.sleep(FOREGROUND_LINGER if self._fg else max(0.0002, self._fg_until - now))
+                time.sleep(FOREGROUND_NAP if self._fg else max(0.0002, self._fg_until - now))
                 continue
             with self._rx_lock:
                 if self._foreground():  # a caller arrived meanwhile
