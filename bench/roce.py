@@ -342,8 +342,9 @@ def main() -> None:
         "machine with a core per side would reach; the table shows wall-clock figures)"
     )
     console.print(
-        f"transport (host side, 1 % loss run): retransmitted packets "
-        f"{lossy_stats['retransmits']}, NAKs received {lossy_stats['naks_received']}"
+        f"transport (host side): lossless runs retransmitted {write_stats['retransmits']} "
+        f"packets; 1 % loss run retransmitted {lossy_stats['retransmits']}, "
+        f"NAKs received {lossy_stats['naks_received']}"
     )
     console.print(
         f"CPU per 1-byte invoke: host {rtt_cpu[0] * 1e6:.0f} µs, NAA {rtt_cpu[1] * 1e6:.0f} µs"
