@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,13 @@ from naa_runtime.poet.dataset import PoetDataset
 
 
 @pytest.fixture(scope="session")
-def ci_dataset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoetDataset]:
+def ci_dataset(tmp_path_factory: pytest.TempPathFactory) -> PoetDataset:
+    # NAAICE_CACHE is redirected only while generating: other areas' tests in the same session
+    # find their cached binaries through it.
     cache = tmp_path_factory.mktemp("naaice-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NAAICE_CACHE", str(cache))
-        yield generator.generate(generator.preset("ci"))
+        return generator.generate(generator.preset("ci"))
 
 
 @pytest.fixture
