@@ -71,15 +71,19 @@ def _state(context: KernelContext) -> TrainingState:
     return state
 
 
-def _fit(trainer: Trainer, epochs: int, deadline: float) -> list[float]:
+def _fit(trainer: Trainer, epochs: int, deadline: float, context: KernelContext) -> list[float]:
+    """Train and report the epochs as work, so the node agent can export energy per epoch."""
     try:
-        return trainer.fit(epochs, deadline=deadline)
+        history = trainer.fit(epochs, deadline=deadline)
     except DeadlinePassed as exc:
         raise KernelTimeout(str(exc)) from exc
+    context.count_work("training_epochs", len(history))
+    return history
 
 
 class _Kernel:
     def __init__(self, context: KernelContext) -> None:
+        self.context = context
         self.state = _state(context)
 
     def __call__(
@@ -151,7 +155,7 @@ class PoetNaaice(_Kernel):
         trainer = state.poet
         trainer.network.set_layers(layers)
         trainer.set_data(x, y)
-        _fit(trainer, epochs, deadline)
+        _fit(trainer, epochs, deadline, self.context)
         reply = wire.encode_poet_model(trainer.network.get_layers(), transpose=transposed)
         wire.write_into(outputs[0], reply)
         return OK
@@ -272,7 +276,7 @@ class Fit(_Kernel):
             return E_REGION_TOO_SMALL
         if flags & 1:
             trainer.optimizer.reset()
-        history = _fit(trainer, epochs, deadline)
+        history = _fit(trainer, epochs, deadline, self.context)
         payload = wire.U64.pack(len(history)) + np.asarray(history, dtype="<f8").tobytes()
         wire.write_into(outputs[0], payload)
         return OK

@@ -72,6 +72,7 @@ def test_poets_offload_layout_trains_and_returns_the_model_in_its_orientation(
         [out],
     )
     assert rc == tk.OK
+    assert binding.context.work() == {"training_epochs": tk.POET_EPOCHS}
     trained, transposed = wire.decode_poet_model(out)  # back to fan_in × units
     assert transposed == eigen_orientation
     assert _mse(trained, x, y) < 0.5 * _mse(layers, x, y)
@@ -110,6 +111,7 @@ def test_the_richer_path_configures_loads_fits_fetches_and_infers(
     history = np.frombuffer(losses, dtype="<f8", count=count, offset=8)
     assert count == 10
     assert history[-1] < 0.5 * history[0]
+    assert binding.context.work() == {"training_epochs": 10}  # energy per epoch needs it
     weights = _region(b"", 70_000)
     assert _call(binding, 20, [], [weights]) == tk.OK
     layers, _ = wire.decode_poet_model(weights)
