@@ -258,8 +258,15 @@ class Controller:
                 continue
             counts = dict.fromkeys((*cond.ALL_TYPES, "Pending"), 0)
             for body in jobs:
-                self.enqueue(views.job_key(body))
                 conds = views.job_conditions(body)
+                # Finished jobs need nothing unless a TTL runs (their Leases, if any are left,
+                # bring them back through the scheduling pass).
+                if (
+                    not cond.is_terminal(conds)
+                    or body["metadata"].get("deletionTimestamp")
+                    or (body.get("spec") or {}).get("ttlSecondsAfterFinished") is not None
+                ):
+                    self.enqueue(views.job_key(body))
                 best = next(
                     (t for t in reversed(cond.ALL_TYPES) if cond.is_true(conds, t)), "Pending"
                 )
@@ -432,6 +439,9 @@ class Controller:
                 )
                 continue
             leased[lease.naa] = lease.holder
+            holder_job = by_uid.get(uid)
+            if holder_job is not None and cond.is_terminal(views.job_conditions(holder_job)):
+                self.enqueue(views.job_key(holder_job))  # finished but not yet released
         await asyncio.gather(*rollbacks)
         pending = [b for b in pending if b["metadata"]["uid"] not in draining]
         pending.sort(key=lambda b: (b["metadata"].get("creationTimestamp", ""), views.job_key(b)))
