@@ -562,10 +562,11 @@ class Endpoint:
         """Receive and process packets on the calling thread until `done()` is true or
         `deadline` (time.monotonic()) passes: a waiting caller polls the socket itself (busy
         for `config.busy_poll` seconds after each packet, then blocking), instead of
-        sleeping until the receive thread wakes it. Returns False at once, doing nothing,
-        if another caller is already receiving (wait for its callbacks instead)."""
+        sleeping until the receive thread wakes it. Returns False, doing nothing, if another
+        caller is already receiving (wait for its callbacks instead) or the endpoint is
+        closed."""
         with self._fg_lock:
-            if self._fg_owner:
+            if self._fg_owner or not self._running:
                 return False
             self._fg_owner = True
             self._fg += 1
@@ -577,17 +578,20 @@ class Endpoint:
             try:
                 poller = self._fg_poller
                 if poller is None:
-                    poller = self._fg_poller = self._new_poller()
+                    # The socket only: a wake-up byte meant for the receive thread may still sit
+                    # in the wake pipe and would make every poll() here return at once.
+                    poller = self._fg_poller = select.poll()
+                    poller.register(self._sock.fileno(), select.POLLIN)
                 spin = self.config.busy_poll
                 idle_since = time.monotonic()
                 while not done():
-                    if not self._running:
-                        return True
+                    if not self._is_running():  # stop() from another thread
+                        return False
                     now = time.monotonic()
                     if deadline is not None and now >= deadline:
                         return True
                     if not self._round(defer_acks=done):
-                        return True
+                        return False
                     if self._last_round_count:
                         idle_since = time.monotonic()
                         continue
@@ -601,7 +605,7 @@ class Endpoint:
                     try:
                         poller.poll(timeout_ms)
                     except OSError:
-                        return True
+                        return False
                     idle_since = time.monotonic()
                 return True
             finally:
