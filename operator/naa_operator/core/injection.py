@@ -9,11 +9,17 @@ ConfigMap named `<job>-naa-spec`."""
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from naa_operator.core.model import Assignment
+from naaice.spec import (
+    NaaSpecDocument,
+    NaaSpecEntry,
+    NaaSpecJobRef,
+    NaaSpecJsonEntry,
+    render_naa_spec,
+)
 
 ENV_SPEC = "NAA_SPEC"
 ENV_SPEC_JSON = "NAAICE_NAA_SPEC_JSON"
@@ -25,30 +31,56 @@ LABEL_ATTEMPT = "naaice.io/attempt"
 
 
 def render_original(assignments: Sequence[Assignment]) -> str:
-    """`NAA_SPEC` exactly as NAAICE host programs parse it: `addr:port:fn:nparams,...`."""
-    return ",".join(f"{a.address}:{a.port}:{a.fn_code}:{a.param_count}" for a in assignments)
+    """`NAA_SPEC` exactly as NAAICE host programs parse it: `addr:port:fn:nparams,...`
+    (`naaice.spec`, which refuses entries the original library would misread)."""
+    return render_naa_spec(
+        NaaSpecEntry(address=a.address, port=a.port, fn_code=a.fn_code, param_count=a.param_count)
+        for a in assignments
+    )
 
 
-def render_json(assignments: Sequence[Assignment]) -> str:
-    """The richer JSON form: one entry per NAA with its request and bitstream."""
-    return json.dumps(
-        {
-            "naas": [
-                {
-                    "request": a.request,
-                    "naa": a.naa,
-                    "address": a.address,
-                    "port": a.port,
-                    "fnCode": a.fn_code,
-                    "paramCount": a.param_count,
-                    "bitstream": a.bitstream,
-                    "digest": a.digest,
-                }
-                for a in assignments
-            ]
-        },
-        sort_keys=True,
-        separators=(",", ":"),
+def render_json(
+    assignments: Sequence[Assignment],
+    *,
+    functions: Mapping[str, str],
+    namespace: str,
+    name: str,
+    uid: str | None,
+) -> str:
+    """The JSON form (`naaice.spec.NaaSpecDocument`): the same entries in the same order, with
+    the NAA, request, function and bitstream behind each; `functions` maps request → function."""
+    return NaaSpecDocument(
+        naajob=NaaSpecJobRef(namespace=namespace, name=name, uid=uid),
+        entries=tuple(
+            NaaSpecJsonEntry(
+                naa=a.naa,
+                request=a.request,
+                function=functions.get(a.request, a.request),
+                address=a.address,
+                port=a.port,
+                fn_code=a.fn_code,
+                param_count=a.param_count,
+                bitstream=a.bitstream,
+                digest=a.digest,
+            )
+            for a in assignments
+        ),
+    ).to_json()
+
+
+def render_json_for_job(job: Mapping[str, Any], assignments: Sequence[Assignment]) -> str:
+    """`render_json` with the request → function map and the reference of an NAAJob body."""
+    meta = job.get("metadata") or {}
+    functions = {
+        str(r.get("name", "")): str(r.get("function", ""))
+        for r in (job.get("spec") or {}).get("naas") or []
+    }
+    return render_json(
+        assignments,
+        functions=functions,
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        uid=meta.get("uid"),
     )
 
 

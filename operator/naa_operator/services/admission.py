@@ -57,6 +57,6 @@ class Admission:
             pod.get("spec") or {},
             job=job_name,
             original=injection.render_original(assigned),
-            as_json=injection.render_json(assigned),
+            as_json=injection.render_json_for_job(job, assigned),
         )
         return None if new == pod.get("spec") else new

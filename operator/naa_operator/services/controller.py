@@ -1324,7 +1324,7 @@ class Controller:
         meta, spec = body["metadata"], body.get("spec") or {}
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
         original = injection.render_original(assigned)
-        as_json = injection.render_json(assigned)
+        as_json = injection.render_json_for_job(body, assigned)
         owner = {
             "apiVersion": API_VERSION,
             "kind": KIND,

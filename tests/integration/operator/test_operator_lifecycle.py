@@ -12,6 +12,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from naaice.energy import IntegratorConfig, energy_over_window
+from naaice.spec import NaaSpecDocument
 from tests.integration.operator.lab import (
     Lab,
     SensorRecorder,
@@ -48,9 +49,10 @@ def test_a_job_runs_to_success_with_its_naa_spec_flashed_naas_and_energy(
     assert status["naaSpec"] == want
     (record,) = [json.loads(p.read_text()) for p in out.glob("*.json")]
     assert record["NAA_SPEC"] == want
-    as_json = json.loads(record["JSON"])
-    assert [e["naa"] for e in as_json["naas"]] == [a["naa"] for a in assigned]
-    assert json.loads(record["FILE"]) == as_json
+    document = NaaSpecDocument.from_json(record["JSON"])
+    assert [e.naa for e in document.entries] == [a["naa"] for a in assigned]
+    assert document.render_original() == want
+    assert NaaSpecDocument.from_json(record["FILE"]) == document
 
     # Each NAA holds the bitstream's digest.
     digest = assigned[0]["digest"]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from naa_operator.core import injection
 from naa_operator.core.model import Assignment
 from naa_operator.services import views
+
+from naaice.spec import NaaSpecDocument
 
 A = [
     Assignment("main", "naa-0", "127.0.0.10", 12345, 1, 1, "tk", "sha256:" + "a" * 64, "", False),
@@ -20,18 +20,24 @@ def test_naa_spec_is_rendered_in_the_original_naaice_format() -> None:
     assert injection.render_original(A) == "127.0.0.10:12345:1:1,fpga1.example:12345:16:3"
 
 
-def test_the_json_form_names_each_naa_and_its_bitstream() -> None:
-    doc = json.loads(injection.render_json(A))
-    assert doc["naas"][1] == {
-        "request": "aux",
-        "naa": "naa-1",
-        "address": "fpga1.example",
-        "port": 12345,
-        "fnCode": 16,
-        "paramCount": 3,
-        "bitstream": "poet",
-        "digest": "sha256:" + "b" * 64,
+def test_the_json_form_is_naaice_specs_document_in_the_same_order() -> None:
+    job = {
+        "metadata": {"namespace": "ns", "name": "j", "uid": "u1"},
+        "spec": {
+            "naas": [
+                {"name": "main", "function": "add1"},
+                {"name": "aux", "function": "poet-train"},
+            ]
+        },
     }
+    doc = NaaSpecDocument.from_json(injection.render_json_for_job(job, A))
+    assert doc.render_original() == injection.render_original(A)
+    assert doc.naajob is not None
+    assert doc.naajob.uid == "u1"
+    assert [(e.naa, e.request, e.function, e.bitstream) for e in doc.entries] == [
+        ("naa-0", "main", "add1", "tk"),
+        ("naa-1", "aux", "poet-train", "poet"),
+    ]
 
 
 def test_injection_replaces_stale_values_and_mounts_the_spec_file_in_every_container() -> None:
