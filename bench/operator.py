@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -89,6 +90,8 @@ def bench_lifecycle(n_jobs: int, n_naas: int, concurrency: int) -> dict[str, flo
 
     workdir = Path(tempfile.mkdtemp(prefix="naaice-bench-operator-"))
     with contextlib.ExitStack() as stack:
+        if not os.environ.get("BENCH_KEEP"):
+            stack.callback(shutil.rmtree, workdir, True)
         console.print("starting the embedded control plane …")
         cluster = cp.start_embedded(name=f"bench-op-{int(time.time())}", run_dir=workdir / "run")
         stack.callback(cp.stop, cluster)
