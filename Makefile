@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export NAAICE_CACHE ?= $(HOME)/.cache/naaice
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports pytest bench debs binaries clean
+.PHONY: demo test lint typecheck imports pytest bench debs binaries clean lock
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,12 +44,12 @@ bench: $(STAMP) debs binaries
 	@$(BIN)/uv pip install -q --python $(BIN)/python -r requirements-bench.lock
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-requirements.lock: pyproject.toml
+# Re-pin after editing pyproject.toml's dependencies. Not a file rule on purpose: a fresh clone's
+# mtimes must never make `make test` re-resolve against the registry.
+lock:
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q "uv==0.13.8"; }
-	$(BIN)/uv pip compile -q --python-version 3.11 --extra dev pyproject.toml -o $@
-
-requirements-bench.lock: pyproject.toml requirements.lock
-	$(BIN)/uv pip compile -q --python-version 3.11 --extra bench --extra poet -c requirements.lock pyproject.toml -o $@
+	$(BIN)/uv pip compile -q --python-version 3.11 --extra dev pyproject.toml -o requirements.lock
+	$(BIN)/uv pip compile -q --python-version 3.11 --extra bench --extra poet -c requirements.lock pyproject.toml -o requirements-bench.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
