@@ -31,11 +31,6 @@ if TYPE_CHECKING:
 console = Console()
 NAMESPACE = "naaice-system"
 BITSTREAM_DIR = Path("/opt/naaice/bitstreams")
-FAKE_NODE_TOLERATION = {
-    "key": "kwok.x-k8s.io/node",
-    "operator": "Exists",
-    "effect": "NoSchedule",
-}
 
 
 def _naaice() -> str:
@@ -226,16 +221,10 @@ def _cond(job: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def run_naajob(ctx: DemoContext, *, timeout: float = 900.0) -> None:
-    """Apply examples/naajob.yaml (plus the fake node's toleration) and follow it live."""
+    """Apply examples/naajob.yaml as a user would (only its TTL dropped, so the finished job
+    stays to be shown) and follow it live."""
     job = yaml.safe_load((ctx.examples_dir / "naajob.yaml").read_text())
-    tmpl = job["spec"]["template"].setdefault("spec", {})
-    tmpl.setdefault("tolerations", []).append(FAKE_NODE_TOLERATION)
     job["spec"].pop("ttlSecondsAfterFinished", None)
-    # The example's Bitstream provides POET's own offload function (fn 16); train through it.
-    for container in tmpl.get("containers", []):
-        command = container.get("command", [])
-        if command[-2:] == ["train", "poet"] and "--mode" not in container.get("args", []):
-            container["args"] = [*container.get("args", []), "--mode", "poet"]
     name = job["metadata"]["name"]
     _kubectl(ctx, "apply", "-n", "default", "-f", "-", input=json.dumps(job))
     started = time.monotonic()
@@ -270,7 +259,23 @@ def run_naajob(ctx: DemoContext, *, timeout: float = 900.0) -> None:
         console.print(f"[bold]host program output ({logs[0].name}, last lines):[/bold]")
         for line in logs[0].read_text(errors="replace").splitlines()[-8:]:
             console.print(f"  {line}", markup=False, highlight=False)
+    _keep_results(pod_dir)
     summary(ctx, body)
+
+
+def _keep_results(pod_dir: Path | None, dest: Path = Path("out/demo")) -> None:
+    """Copy the host program's result.json and plots out of the pod's working directory, which
+    the pod runner removes at teardown."""
+    if pod_dir is None:
+        return
+    found = [p for p in (pod_dir / "work").rglob("*") if p.suffix in {".json", ".png"}]
+    if not found:
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in found:
+        shutil.copy2(path, dest / path.name)
+    names = ", ".join(sorted(p.name for p in found))
+    console.print(f"[bold]results kept in {dest}/[/bold]: {names}")
 
 
 def summary(ctx: DemoContext, body: dict[str, Any]) -> None:
