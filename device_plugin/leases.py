@@ -19,6 +19,7 @@ from typing import Any, cast
 from device_plugin.book import EnergyBook
 from naaice.api import (
     ANNOTATION_BOUND_AT,
+    ANNOTATION_UNBOUND_AT,
     GROUP,
     LABEL_NAA,
     PLURAL_NAAJOBS,
@@ -31,9 +32,6 @@ from naaice.api import (
 from naaice.energy import EnergyError, JobKey
 
 __all__ = ["ANNOTATION_UNBOUND_AT", "LeaseBinding", "LeaseWatcher", "binding_from_lease"]
-
-# Proposed contract extension (docs/device-plugin.md): the release instant, RFC 3339 ns.
-ANNOTATION_UNBOUND_AT = f"{GROUP}/unbound-at"
 
 log = logging.getLogger(__name__)
 

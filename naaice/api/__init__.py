@@ -53,6 +53,7 @@ from naaice.api._naajob import (
 )
 from naaice.api._names import (
     ANNOTATION_BOUND_AT,
+    ANNOTATION_UNBOUND_AT,
     API_VERSION,
     CATEGORY,
     CRD_BITSTREAMS,
@@ -84,6 +85,7 @@ from naaice.api._names import (
 
 __all__ = [
     "ANNOTATION_BOUND_AT",
+    "ANNOTATION_UNBOUND_AT",
     "API_VERSION",
     "CATEGORY",
     "CM_PORT",

@@ -37,6 +37,11 @@ LABEL_NAA: Final = f"{GROUP}/naa"
 """On every allocation Lease (value: the NAA's name)."""
 ANNOTATION_BOUND_AT: Final = f"{GROUP}/bound-at"
 """On every allocation Lease: when the NAA was bound, RFC 3339 with nanoseconds."""
+ANNOTATION_UNBOUND_AT: Final = f"{GROUP}/unbound-at"
+"""Optional, on an allocation Lease about to be released: the instant the holder's energy
+window ends, same format as bound-at (`render_bound_at`/`parse_bound_at`). The operator writes
+it before deleting the Lease; the node agent ends the job's attribution at exactly that instant
+instead of when the deletion arrives."""
 
 LEASE_NAME_PREFIX: Final = "naa-"
 

@@ -22,6 +22,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from naaice.api import ANNOTATION_BOUND_AT, ANNOTATION_UNBOUND_AT
+
 T = TypeVar("T")
 Body = dict[str, Any]
 
@@ -64,6 +66,8 @@ class LeaseInfo:
     holder: str
     uid: str
     bound_at: str
+    unbound_at: str = ""
+    """`naaice.io/unbound-at` when a release already closed this binding's energy window."""
 
 
 def load_api_client(*, kubeconfig: str | None = None, pool: int = 32) -> k8s.ApiClient:
@@ -220,7 +224,8 @@ class Kube:
                     naa=(meta.get("labels") or {}).get(f"{GROUP}/naa", ""),
                     holder=(item.get("spec") or {}).get("holderIdentity") or "",
                     uid=meta.get("uid", ""),
-                    bound_at=(meta.get("annotations") or {}).get(f"{GROUP}/bound-at", ""),
+                    bound_at=(meta.get("annotations") or {}).get(ANNOTATION_BOUND_AT, ""),
+                    unbound_at=(meta.get("annotations") or {}).get(ANNOTATION_UNBOUND_AT, ""),
                 )
             )
         return out
@@ -256,6 +261,27 @@ class Kube:
                 self._coord.replace_namespaced_lease(name, namespace, body, _preload_content=False)
             ),
         )
+
+    async def annotate_lease(
+        self, namespace: str, name: str, annotations: Mapping[str, str], *, uid: str
+    ) -> bool:
+        """Merge `annotations` into the Lease with `uid` (a JSON merge patch whose
+        `metadata.uid` is a precondition); False when it is gone or was recreated."""
+        patch: Body = {"metadata": {"uid": uid, "annotations": dict(annotations)}}
+        try:
+            await self._run(
+                f"annotate Lease {namespace}/{name}",
+                lambda: self._coord.patch_namespaced_lease(
+                    name,
+                    namespace,
+                    patch,
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                ),
+            )
+        except (NotFound, Conflict):
+            return False
+        return True
 
     async def delete_lease(self, namespace: str, name: str, *, uid: str | None = None) -> bool:
         """Delete a Lease (only the one with `uid`, when given); False if it was not there."""

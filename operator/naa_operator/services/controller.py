@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,6 +38,7 @@ from naa_operator.core.model import Assignment, BitstreamView, JobView, NAAView
 from naa_operator.core.placement import first_fit
 from naa_operator.services import views
 from naa_operator.services.metrics import OperatorMetrics
+from naaice.api import ANNOTATION_BOUND_AT, ANNOTATION_UNBOUND_AT
 from naaice.energy import IntegratorConfig, Sample, energy_over_window
 
 log = logging.getLogger("naaice.operator")
@@ -47,7 +48,6 @@ KIND = "NAAJob"
 FINALIZER = "naaice.io/release"
 LABEL_NAA = "naaice.io/naa"
 LABEL_HOLDER_UID = "naaice.io/holder-uid"
-ANNOTATION_BOUND_AT = "naaice.io/bound-at"
 LEADER_LEASE = "naaice-operator-leader"
 
 
@@ -71,6 +71,13 @@ class OperatorConfig:
 
 def _now_ns() -> int:
     return time.time_ns()
+
+
+def _window_end(leases: Iterable[LeaseInfo]) -> int | None:
+    """The energy window's end an earlier release already wrote onto these Leases (the
+    earliest, should they differ), or None when none carries a readable one."""
+    ends = [views.rfc3339_ns_to_ns(ls.unbound_at) for ls in leases if ls.unbound_at]
+    return min((e for e in ends if e is not None), default=None)
 
 
 def _rfc3339(t: float | None = None) -> str:
@@ -1017,13 +1024,23 @@ class Controller:
         self, body: Body, held: Mapping[str, LeaseInfo]
     ) -> dict[str, Any] | None:
         """Energy of this binding (bind → now) per held NAA, merged into what status has from
-        earlier attempts."""
+        earlier attempts.
+
+        The window's end is written onto every held Lease as `naaice.io/unbound-at` before
+        this returns (so before the status carrying the figure, and before the Leases are
+        deleted): the node agent ends its per-job attribution at that same instant rather than
+        when the deletion reaches it. A Lease that already carries one (this process, or one
+        that died, closed the window but did not record the status) keeps its instant: the
+        window is closed once, at one end."""
         if not held:
             return (body.get("status") or {}).get("energy")
         # As at bind: one sample just before and one just after the unbind instant.
         before = await asyncio.gather(*(self._sample(n) for n in held))
-        end_ns = _now_ns()
-        after = await asyncio.gather(*(self._sample_after(n, end_ns) for n in held))
+        end_ns = _window_end(held.values()) or _now_ns()
+        after, _ = await asyncio.gather(
+            asyncio.gather(*(self._sample_after(n, end_ns) for n in held)),
+            self._mark_unbound(held, end_ns),
+        )
         cfg = IntegratorConfig(
             nominal_period_s=self.config.sample_seconds,
             max_gap_s=max(3 * self.config.sample_seconds, self.config.sample_seconds + 2.0),
@@ -1069,6 +1086,25 @@ class Controller:
                 else {}
             ),
         }
+
+    async def _mark_unbound(self, held: Mapping[str, LeaseInfo], end_ns: int) -> None:
+        """Annotate each held Lease that lacks it with `naaice.io/unbound-at` = `end_ns`.
+        A failure is logged, not raised: the agent then ends the job at the Lease's deletion,
+        a few tens of milliseconds later, which is worse but not wrong."""
+        ns, stamp = self.config.lease_namespace, views.ns_to_rfc3339_ns(end_ns)
+        todo = [ls for ls in held.values() if not ls.unbound_at]
+        results = await asyncio.gather(
+            *(
+                self.kube.annotate_lease(ns, ls.name, {ANNOTATION_UNBOUND_AT: stamp}, uid=ls.uid)
+                for ls in todo
+            ),
+            return_exceptions=True,
+        )
+        for ls, result in zip(todo, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, KubeError):
+                    raise result
+                log.warning("could not record the release instant on Lease %s: %s", ls.name, result)
 
     async def _finish(
         self,

@@ -1,17 +1,21 @@
 """The agent next to the real operator: a real NAAJob runs on a real software NAA, and the
-agent's per-job counter agrees with the NAAJob status up to the release latency.
+agent's per-job counter, as its /metrics serves it, agrees with the NAAJob status.
 
-The operator closes its energy window when it finishes the job and deletes the Lease a few
-tens of milliseconds later; the agent learns the release from the Lease's DELETED event. The
-difference is exactly that interval's energy (≈ 0.5 % here for a 13 s idle job). With the
-proposed `naaice.io/unbound-at` annotation written before the delete, both would cut at the
-same nanosecond (unit-tested in tests/unit/device_plugin)."""
+Both cut the same window: the operator writes the window's end onto the Lease as
+`naaice.io/unbound-at` before it records the status and deletes the Lease, and the agent ends
+the job's attribution at exactly that instant rather than when the DELETED event arrives
+(without the annotation the agent counted the ~70 ms between the two, ≈ 0.5 % of a 13 s idle
+job). What is left is how each side integrates its samples: the operator's readings of the
+board's energy counter against the agent's own sampling, within 0.1 %."""
 
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.device_plugin.agent_support import running_agent
 from tests.integration.operator.lab import Lab, rfc3339_ns, sleep_command
@@ -22,7 +26,19 @@ def _job(agent: Any, name: str) -> Any:
     return jobs[0] if len(jobs) == 1 and jobs[0].finished else None
 
 
-def test_the_agents_job_counter_matches_the_naajob_status_up_to_the_release_latency(
+def _exported_joules(port: int, name: str) -> list[float]:
+    """Every `naa_job_energy_joules_total` sample the agent's /metrics serves for `name`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return [
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "naa_job_energy_joules_total" and s.labels.get("naajob") == name
+    ]
+
+
+def test_the_agents_exported_job_energy_matches_the_naajob_status_within_a_tenth_of_a_percent(
     embedded_cluster: Any, namespace: str, software_naa: Any, tmp_path: Path
 ) -> None:
     lab = Lab(
@@ -46,22 +62,24 @@ def test_the_agents_job_counter_matches_the_naajob_status_up_to_the_release_late
             lab.wait("Leases released", lambda: not lab.leases(), timeout=20)
             lab.wait("the agent's job to finish", lambda: _job(agent, "measured"))
             # Final once the attribution watermark passed the release: stable across reads.
-            seen: list[float] = []
+            seen: list[list[float]] = []
 
             def settled() -> bool:
-                seen.append(_job(agent, "measured").joules)
-                return len(seen) >= 2 and seen[-1] == seen[-2]
+                seen.append(_exported_joules(agent.metrics_port, "measured"))
+                return len(seen) >= 2 and len(seen[-1]) == 1 and seen[-1] == seen[-2]
 
             lab.wait("the release to be attributed", settled, interval=1.5)
             ours = _job(agent, "measured")
     finally:
         lab.close()
-    window_s = (rfc3339_ns(energy["windowEnd"]) - rfc3339_ns(energy["windowStart"])) / 1e9
-    latency_s = ours.bound_ns / 1e9 - window_s
-    # Same bind instant (the Lease's bound-at); the agent's window ends at the deletion.
-    assert 0.0 <= latency_s < 1.0, (ours.bound_ns, energy)
+    window_ns = rfc3339_ns(energy["windowEnd"]) - rfc3339_ns(energy["windowStart"])
+    # Same bind instant (bound-at) and the same release instant (unbound-at): the agent held
+    # the job for exactly the status's window, not until the Lease's deletion reached it.
+    assert ours.bound_ns == window_ns, (ours.bound_ns, energy)
     assert energy["method"] == "hw_counter"
     status = energy["totalJoules"]
-    explained = energy["peakWatts"] * latency_s + 1e-3 * status
-    assert ours.joules >= status - 1e-3 * status
-    assert ours.joules - status <= explained, (ours.joules, status, latency_s)
+    exported = seen[-1][0]
+    assert exported == ours.joules
+    relative = abs(exported - status) / status
+    print(f"agent {exported:.6f} J, status {status:.6f} J, relative difference {relative:.3e}")
+    assert relative <= 1e-3, (exported, status, relative)
