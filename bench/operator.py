@@ -109,31 +109,26 @@ def bench_lifecycle(n_jobs: int, n_naas: int, concurrency: int) -> dict[str, flo
         lab.add_bitstream(flash_seconds=0.0)
         command = ["/bin/true"]
 
-        # Pod creation times, from a watch (the client's clock, like the apply times).
+        # Pod creation times (the client's clock, like the apply times), finished pods and
+        # finished jobs, all from watches: the closed loop must not spend its time polling
+        # every object in flight. One watch of pods serves both the creation times and the
+        # finished bare pods, so the bench's own load is the same in both halves.
         first_pod: dict[str, float] = {}
+        finished: set[str] = set()
         stop = threading.Event()
 
         def watch_pods() -> None:
             w = watch.Watch()
             while not stop.is_set():
                 for ev in w.stream(lab.core.list_namespaced_pod, namespace, timeout_seconds=2):
-                    labels = ev["object"].metadata.labels or {}
+                    pod = ev["object"]
+                    labels = pod.metadata.labels or {}
                     key = labels.get("naaice.io/naajob") or labels.get("bench/pod")
                     if key and key not in first_pod:
                         first_pod[key] = time.time()
-
-        # Finished pods and jobs, also from watches: the closed loop must not spend its time
-        # polling every object in flight.
-        finished: set[str] = set()
-
-        def watch_done() -> None:
-            w = watch.Watch()
-            while not stop.is_set():
-                for ev in w.stream(lab.core.list_namespaced_pod, namespace, timeout_seconds=2):
-                    pod = ev["object"]
-                    key = (pod.metadata.labels or {}).get("bench/pod")
-                    if key and pod.status.phase in ("Succeeded", "Failed"):
-                        finished.add(key)
+                    bare = labels.get("bench/pod")
+                    if bare and pod.status.phase in ("Succeeded", "Failed"):
+                        finished.add(bare)
 
         def watch_jobs() -> None:
             w = watch.Watch()
@@ -150,7 +145,7 @@ def bench_lifecycle(n_jobs: int, n_naas: int, concurrency: int) -> dict[str, flo
                     if lab.terminal(job):
                         finished.add(job["metadata"]["name"])
 
-        for target in (watch_pods, watch_done, watch_jobs):
+        for target in (watch_pods, watch_jobs):
             threading.Thread(target=target, daemon=True).start()
         stack.callback(stop.set)
 

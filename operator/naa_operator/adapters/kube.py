@@ -120,6 +120,13 @@ class Kube:
         data = resp.data
         return json.loads(data) if data else {}
 
+    @staticmethod
+    def _drained(resp: Any) -> None:
+        """Read a response we do not need to its end: with `_preload_content=False` only a
+        fully read response goes back to the connection pool; an unread one is dropped, and
+        the next call pays a new TLS handshake (on both ends) for it."""
+        resp.data  # noqa: B018 - reading `.data` consumes the body and releases the connection
+
     # NAAJobs ------------------------------------------------------------------------------
 
     async def list_naajobs(self, namespace: str | None) -> list[Body]:
@@ -184,8 +191,10 @@ class Kube:
         with contextlib.suppress(NotFound, Conflict):
             await self._run(
                 f"delete NAAJob {namespace}/{name}",
-                lambda: self._custom.delete_namespaced_custom_object(
-                    GROUP, VERSION, namespace, NAAJOBS, name, body=body, _preload_content=False
+                lambda: self._drained(
+                    self._custom.delete_namespaced_custom_object(
+                        GROUP, VERSION, namespace, NAAJOBS, name, body=body, _preload_content=False
+                    )
                 ),
             )
 
@@ -271,12 +280,14 @@ class Kube:
         try:
             await self._run(
                 f"annotate Lease {namespace}/{name}",
-                lambda: self._coord.patch_namespaced_lease(
-                    name,
-                    namespace,
-                    patch,
-                    _content_type="application/merge-patch+json",
-                    _preload_content=False,
+                lambda: self._drained(
+                    self._coord.patch_namespaced_lease(
+                        name,
+                        namespace,
+                        patch,
+                        _content_type="application/merge-patch+json",
+                        _preload_content=False,
+                    )
                 ),
             )
         except (NotFound, Conflict):
@@ -289,8 +300,10 @@ class Kube:
         try:
             await self._run(
                 f"delete Lease {namespace}/{name}",
-                lambda: self._coord.delete_namespaced_lease(
-                    name, namespace, body=body, _preload_content=False
+                lambda: self._drained(
+                    self._coord.delete_namespaced_lease(
+                        name, namespace, body=body, _preload_content=False
+                    )
                 ),
             )
         except (NotFound, Conflict):
@@ -317,7 +330,9 @@ class Kube:
         try:
             await self._run(
                 f"create pod {namespace}/{body['metadata']['name']}",
-                lambda: self._core.create_namespaced_pod(namespace, body, _preload_content=False),
+                lambda: self._drained(
+                    self._core.create_namespaced_pod(namespace, body, _preload_content=False)
+                ),
             )
         except Conflict:
             return False
@@ -327,8 +342,10 @@ class Kube:
         with contextlib.suppress(NotFound):
             await self._run(
                 f"delete pod {namespace}/{name}",
-                lambda: self._core.delete_namespaced_pod(
-                    name, namespace, grace_period_seconds=grace, _preload_content=False
+                lambda: self._drained(
+                    self._core.delete_namespaced_pod(
+                        name, namespace, grace_period_seconds=grace, _preload_content=False
+                    )
                 ),
             )
 
@@ -337,15 +354,17 @@ class Kube:
         try:
             await self._run(
                 f"create ConfigMap {namespace}/{name}",
-                lambda: self._core.create_namespaced_config_map(
-                    namespace, body, _preload_content=False
+                lambda: self._drained(
+                    self._core.create_namespaced_config_map(namespace, body, _preload_content=False)
                 ),
             )
         except Conflict:
             await self._run(
                 f"replace ConfigMap {namespace}/{name}",
-                lambda: self._core.patch_namespaced_config_map(
-                    name, namespace, {"data": body["data"]}, _preload_content=False
+                lambda: self._drained(
+                    self._core.patch_namespaced_config_map(
+                        name, namespace, {"data": body["data"]}, _preload_content=False
+                    )
                 ),
             )
 
@@ -403,5 +422,7 @@ class Kube:
         with contextlib.suppress(KubeError):
             await self._run(
                 "create Event",
-                lambda: self._core.create_namespaced_event(namespace, body, _preload_content=False),
+                lambda: self._drained(
+                    self._core.create_namespaced_event(namespace, body, _preload_content=False)
+                ),
             )

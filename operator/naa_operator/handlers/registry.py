@@ -24,18 +24,12 @@ def build_registry(*, controller: Controller, admission: Admission | None) -> ko
     registry = kopf.OperatorRegistry()
 
     @kopf.on.event("naaice.io", "v1alpha1", "naajobs", registry=registry)
-    def naajob_event(body: kopf.Body, **_: Any) -> None:
-        meta = body.get("metadata", {})
-        controller.enqueue(f"{meta.get('namespace')}/{meta.get('name')}")
-        if not (body.get("status") or {}).get("assignedNAAs"):
-            controller.trigger_schedule()
+    def naajob_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        controller.job_event(type, dict(body))
 
     @kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT}, registry=registry)
-    def pod_event(body: kopf.Body, **_: Any) -> None:
-        meta = body.get("metadata", {})
-        job = (meta.get("labels") or {}).get(LABEL_JOB)
-        if job:
-            controller.enqueue(f"{meta.get('namespace')}/{job}")
+    def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        controller.pod_event(type, dict(body))
 
     @kopf.on.event("naaice.io", "v1alpha1", "networkattachedaccelerators", registry=registry)
     def naa_event(type: str | None, body: kopf.Body, **_: Any) -> None:

@@ -29,6 +29,7 @@ from naa_operator.core import injection
 from naa_operator.core.lifecycle import (
     Decision,
     JobState,
+    PodView,
     Step,
     attempts_exhausted,
     decide,
@@ -156,6 +157,11 @@ class Controller:
         self._bs_cache: dict[str, Body] = {}
         self._cache_primed = False
         self._last_sample: dict[str, Sample] = {}
+        # resourceVersion of the job as our own last write left it, for the writes whose
+        # follow-up the writer carries out itself: their watch events need no reconcile.
+        self._written: dict[str, str] = {}
+        # The last pod view (what the decision reads of a pod) that enqueued its job.
+        self._pod_views: dict[str, PodView] = {}
 
     # ---------------------------------------------------------------- entry points for handlers
 
@@ -164,6 +170,43 @@ class Controller:
 
     def trigger_schedule(self) -> None:
         self._schedule.set()
+
+    def job_event(self, event_type: str | None, body: Body) -> None:
+        """A watch event of an NAAJob: reconcile it (and run a pass when it waits for NAAs),
+        unless the event only reports a write of ours whose follow-up is already under way
+        (the writer went on with the body the write returned, or enqueued the key itself)."""
+        meta = body.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        if event_type == "DELETED":
+            self._written.pop(key, None)
+        elif meta.get("resourceVersion") and self._written.get(key) == meta["resourceVersion"]:
+            return
+        self.enqueue(key)
+        if not (body.get("status") or {}).get("assignedNAAs"):
+            self.trigger_schedule()
+
+    def pod_event(self, event_type: str | None, body: Body) -> None:
+        """A watch event of a job's pod: reconcile the job when what the decision reads of
+        the pod (`views.pod_view`) changed, or the pod went away; a pod's other updates
+        (binding to a node, container status details) change no decision."""
+        meta = body.get("metadata") or {}
+        job = (meta.get("labels") or {}).get(injection.LABEL_JOB)
+        if not job:
+            return
+        uid = str(meta.get("uid", ""))
+        view = views.pod_view(body)
+        if event_type == "DELETED":
+            self._pod_views.pop(uid, None)
+        elif self._pod_views.get(uid) == view:
+            return
+        else:
+            self._pod_views[uid] = view
+        self.enqueue(f"{meta.get('namespace')}/{job}")
+
+    def _wrote(self, key: str, body: Body) -> None:
+        rv = (body.get("metadata") or {}).get("resourceVersion")
+        if rv:
+            self._written[key] = str(rv)
 
     @property
     def leader(self) -> bool:
@@ -574,6 +617,7 @@ class Controller:
             patched = await self.kube.patch_naajob_status(meta["namespace"], meta["name"], status)
         except NotFound:
             return  # the job vanished; its Leases are reclaimed as orphans
+        self._wrote(view.key, patched)
         self._event(
             involved=body, reason="Scheduled", message=f"NAA Spec {spec_original}: " + trace[0]
         )
@@ -707,6 +751,7 @@ class Controller:
                     }
                 },
             )
+            self._wrote(key, body)
             meta = body["metadata"]
         leases, pods_raw = await asyncio.gather(
             self._allocation_leases(f"{LABEL_HOLDER_UID}={uid}"),
@@ -944,9 +989,10 @@ class Controller:
                 generation=state.generation,
                 now=_rfc3339(),
             )
-            await self.kube.patch_naajob_status(
+            patched = await self.kube.patch_naajob_status(
                 namespace, name, {"conditions": [c.to_dict() for c in new]}
             )
+            self._wrote(key, patched)  # nothing follows until a pod changes
 
     async def _own_pods(self, body: Body) -> list[Body]:
         meta = body["metadata"]
@@ -1348,9 +1394,11 @@ class Controller:
             generation=gen,
             now=_rfc3339(),
         )
-        await self.kube.patch_naajob_status(
+        patched = await self.kube.patch_naajob_status(
             meta["namespace"], meta["name"], {"conditions": [c.to_dict() for c in new]}
         )
+        # The caller goes on to the pods (or enqueues the key) itself.
+        self._wrote(views.job_key(body), patched)
         self._event(involved=body, reason="Flashed", message=f"digest loaded: {took}")
         return new
 
