@@ -157,10 +157,13 @@ class Controller:
         self._bs_cache: dict[str, Body] = {}
         self._cache_primed = False
         self._last_sample: dict[str, Sample] = {}
+        self._pass_reads_s = 0.0  # the last pass's reads and placement, seconds (log)
+        self._lock_wait = 0.0  # the last pass's longest wait for a job's lock, seconds (log)
         # resourceVersion of the job as our own last write left it, for the writes whose
         # follow-up the writer carries out itself: their watch events need no reconcile.
         self._written: dict[str, str] = {}
-        # The last pod view (what the decision reads of a pod) that enqueued its job.
+        # Per pod ("namespace/name"): the last view (what the decision reads of a pod) that
+        # enqueued its job, or the view of a pod this controller just created.
         self._pod_views: dict[str, PodView] = {}
 
     # ---------------------------------------------------------------- entry points for handlers
@@ -193,14 +196,14 @@ class Controller:
         job = (meta.get("labels") or {}).get(injection.LABEL_JOB)
         if not job:
             return
-        uid = str(meta.get("uid", ""))
+        pod = f"{meta.get('namespace')}/{meta.get('name')}"
         view = views.pod_view(body)
         if event_type == "DELETED":
-            self._pod_views.pop(uid, None)
-        elif self._pod_views.get(uid) == view:
+            self._pod_views.pop(pod, None)
+        elif self._pod_views.get(pod) == view:
             return
         else:
-            self._pod_views[uid] = view
+            self._pod_views[pod] = view
         self.enqueue(f"{meta.get('namespace')}/{job}")
 
     def _wrote(self, key: str, body: Body) -> None:
@@ -286,10 +289,13 @@ class Controller:
                 started = time.perf_counter()
                 placed, waiting = await self.schedule_pass()
                 log.info(
-                    "scheduling pass: %d placed, %d waiting, %.0f ms",
+                    "scheduling pass: %d placed, %d waiting, %.0f ms (reads and placement %.0f ms,"
+                    " longest wait for a job's lock %.0f ms)",
                     placed,
                     waiting,
                     1e3 * (time.perf_counter() - started),
+                    1e3 * self._pass_reads_s,
+                    1e3 * self._lock_wait,
                 )
             except (KubeError, ManagementError) as exc:
                 log.warning("scheduling pass failed, retrying: %s", exc)
@@ -453,6 +459,8 @@ class Controller:
     async def schedule_pass(self) -> tuple[int, int]:
         """Place every job that waits for NAAs, acquire their Leases and record the result;
         returns (placed, still waiting)."""
+        t_reads = time.perf_counter()
+        self._lock_wait = 0.0
         jobs, leases, (naas, bitstreams) = await asyncio.gather(
             self.kube.list_naajobs(self.config.namespace),
             self._allocation_leases(),
@@ -507,6 +515,7 @@ class Controller:
         self.metrics.placement_seconds.observe(time.perf_counter() - started)
         self.metrics.pending_jobs.set(len(result.pending()))
         work = []
+        self._pass_reads_s = time.perf_counter() - t_reads
         for body, view, placement in zip(pending, job_views, result.placements, strict=True):
             if placement.placed:
                 work.append(self._bind_locked(body, view, placement.assignments, placement.trace))
@@ -531,7 +540,9 @@ class Controller:
         assignments: Sequence[Assignment],
         trace: Sequence[str],
     ) -> None:
+        asked = time.perf_counter()
         async with self._lock(view.key):
+            self._lock_wait = max(self._lock_wait, time.perf_counter() - asked)
             await self._bind(body, view, assignments, trace)
 
     async def _bind(
@@ -978,6 +989,9 @@ class Controller:
                 succeeded=True,
                 reason="Completed",
                 message=f"all {state.replicas} pod(s) succeeded",
+                # This reconcile just read them, all finished; only this controller creates
+                # the job's pods, under the lock it holds: no need to list them again.
+                pods=own_pods,
             )
         elif step is Step.MARK_READY:
             new = cond.set_condition(
@@ -1161,6 +1175,7 @@ class Controller:
         succeeded: bool,
         reason: str,
         message: str,
+        pods: Sequence[Body] | None = None,
     ) -> None:
         meta = body["metadata"]
         energy = await self._window_energy(body, held)
@@ -1186,7 +1201,9 @@ class Controller:
         }
         if energy is not None:
             status["energy"] = energy
-        await self.kube.patch_naajob_status(meta["namespace"], meta["name"], status)
+        patched = await self.kube.patch_naajob_status(meta["namespace"], meta["name"], status)
+        key = views.job_key(body)
+        self._wrote(key, patched)  # what follows is below, or comes back through the queue
         total = (energy or {}).get("totalJoules", 0.0)
         self._event(
             involved=body,
@@ -1195,9 +1212,11 @@ class Controller:
             type="Normal" if succeeded else "Warning",
         )
         # The terminal condition is durable now; only then drain the pods and free the NAAs.
-        await self._drain_then_release(
-            views.job_key(body), meta["namespace"], await self._own_pods(body), held, body=body
-        )
+        if pods is None:
+            pods = await self._own_pods(body)
+        await self._drain_then_release(key, meta["namespace"], pods, held, body=body)
+        if (body.get("spec") or {}).get("ttlSecondsAfterFinished") is not None:
+            self.enqueue(key)  # its TTL starts now
 
     async def _attempt_failed(
         self,
@@ -1435,26 +1454,25 @@ class Controller:
             for n in expected_pods(job=name, attempt=state.failed_attempts, replicas=state.replicas)
             if n not in existing
         ]
-        await asyncio.gather(
-            *(
-                self.kube.create_pod(
-                    namespace,
-                    injection.job_pod(
-                        job_name=name,
-                        job_uid=uid,
-                        namespace=namespace,
-                        template=spec.get("template") or {},
-                        pod_name=pod,
-                        attempt=state.failed_attempts,
-                        original=original,
-                        as_json=as_json,
-                        api_version=API_VERSION,
-                        kind=KIND,
-                    ),
-                )
-                for pod in wanted
+        bodies = [
+            injection.job_pod(
+                job_name=name,
+                job_uid=uid,
+                namespace=namespace,
+                template=spec.get("template") or {},
+                pod_name=pod,
+                attempt=state.failed_attempts,
+                original=original,
+                as_json=as_json,
+                api_version=API_VERSION,
+                kind=KIND,
             )
-        )
+            for pod in wanted
+        ]
+        fresh = await asyncio.gather(*(self.kube.create_pod(namespace, b) for b in bodies))
+        for pod, body_, new in zip(wanted, bodies, fresh, strict=True):
+            if new:  # its ADDED event (a pending pod) changes no decision
+                self._pod_views.setdefault(f"{namespace}/{pod}", views.pod_view(body_))
         if state.failed_attempts == 0 and wanted:
             created = views.timestamp(meta.get("creationTimestamp"))
             if created is not None:
