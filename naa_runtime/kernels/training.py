@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,7 +82,9 @@ def _fit(trainer: Trainer, epochs: int, deadline: float, context: KernelContext)
     return history
 
 
-class _Kernel:
+class _Kernel(ABC):
+    """A training NAA function: subclasses implement `run`; layout errors become return codes."""
+
     def __init__(self, context: KernelContext) -> None:
         self.context = context
         self.state = _state(context)
@@ -100,6 +103,7 @@ class _Kernel:
             log.warning("%s: %s", type(self).__name__, exc)
             return E_REGION_TOO_SMALL if "does not fit the" in str(exc) else E_LAYOUT
 
+    @abstractmethod
     def run(
         self,
         *,
@@ -107,8 +111,7 @@ class _Kernel:
         outputs: Sequence[memoryview],
         user: int,
         deadline: float,
-    ) -> int:
-        raise NotImplementedError
+    ) -> int: ...
 
 
 def _need(regions: Sequence[memoryview], count: int, what: str) -> None:
