@@ -53,6 +53,7 @@ from naaice.api._naajob import (
 )
 from naaice.api._names import (
     ANNOTATION_BOUND_AT,
+    ANNOTATION_BOUND_ENERGY,
     ANNOTATION_UNBOUND_AT,
     API_VERSION,
     CATEGORY,
@@ -70,6 +71,7 @@ from naaice.api._names import (
     PLURAL_NAAJOBS,
     PLURAL_NAAS,
     VERSION,
+    BoundEnergy,
     ConditionStatus,
     HolderIdentity,
     NAAConditionType,
@@ -80,11 +82,14 @@ from naaice.api._names import (
     lease_name,
     naa_of_lease,
     parse_bound_at,
+    parse_bound_energy,
     render_bound_at,
+    render_bound_energy,
 )
 
 __all__ = [
     "ANNOTATION_BOUND_AT",
+    "ANNOTATION_BOUND_ENERGY",
     "ANNOTATION_UNBOUND_AT",
     "API_VERSION",
     "CATEGORY",
@@ -111,6 +116,7 @@ __all__ = [
     "BitstreamFunction",
     "BitstreamSpec",
     "Board",
+    "BoundEnergy",
     "Condition",
     "ConditionStatus",
     "Container",
@@ -149,5 +155,7 @@ __all__ = [
     "lease_name",
     "naa_of_lease",
     "parse_bound_at",
+    "parse_bound_energy",
     "render_bound_at",
+    "render_bound_energy",
 ]

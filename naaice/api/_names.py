@@ -42,6 +42,13 @@ ANNOTATION_UNBOUND_AT: Final = f"{GROUP}/unbound-at"
 window ends, same format as bound-at (`render_bound_at`/`parse_bound_at`). The operator writes
 it before deleting the Lease; the node agent ends the job's attribution at exactly that instant
 instead of when the deletion arrives."""
+ANNOTATION_BOUND_ENERGY: Final = f"{GROUP}/bound-energy"
+"""Optional, on an allocation Lease: the NAA's last sensor reading taken just before the bind
+instant, `<timestampNs>:<energyMicrojoules>:<powerMilliwatts>` (`render_bound_energy` /
+`parse_bound_energy`; sensor time and the never-decreasing hardware counter of
+`GET /v1/sensors`). The operator writes it in the Lease body at creation, when that reading had
+a counter; an operator restarted mid-job seeds the job's energy window with it, so the counter
+delta still covers the whole window."""
 
 LEASE_NAME_PREFIX: Final = "naa-"
 
@@ -180,3 +187,39 @@ def parse_bound_at(value: str) -> int:
     except ValueError as exc:
         raise InvalidNameError(f"{ANNOTATION_BOUND_AT} {value!r}: {exc}") from None
     return seconds * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
+
+
+@dataclass(frozen=True, slots=True)
+class BoundEnergy:
+    """The sensor reading a `naaice.io/bound-energy` annotation records."""
+
+    timestamp_ns: int
+    energy_uj: int
+    power_mw: int
+
+
+def render_bound_energy(*, timestamp_ns: int, energy_uj: int, power_w: float) -> str:
+    """`naaice.io/bound-energy` value for a reading at sensor time `timestamp_ns` with hardware
+    counter `energy_uj` and board power `power_w` (kept to the milliwatt)."""
+    if timestamp_ns < 0 or energy_uj < 0 or not power_w >= 0.0:
+        raise InvalidNameError(
+            f"{ANNOTATION_BOUND_ENERGY}: a sensor reading needs a non-negative time, counter and "
+            f"power, got {timestamp_ns} ns, {energy_uj} µJ, {power_w} W"
+        )
+    return f"{timestamp_ns}:{energy_uj}:{round(power_w * 1000)}"
+
+
+_BOUND_ENERGY = re.compile(r"^(\d{1,20}):(\d{1,20}):(\d{1,12})$")
+
+
+def parse_bound_energy(value: str) -> BoundEnergy:
+    """Inverse of `render_bound_energy`; raises `InvalidNameError` for anything else."""
+    match = _BOUND_ENERGY.fullmatch(value)
+    if match is None:
+        raise InvalidNameError(
+            f"{ANNOTATION_BOUND_ENERGY} {value!r} is not "
+            "'<timestampNs>:<energyMicrojoules>:<powerMilliwatts>' such as "
+            "'1764025200000000001:123456789:42000'"
+        )
+    t, uj, mw = match.groups()
+    return BoundEnergy(timestamp_ns=int(t), energy_uj=int(uj), power_mw=int(mw))

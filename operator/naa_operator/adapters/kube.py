@@ -22,7 +22,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from naaice.api import ANNOTATION_BOUND_AT, ANNOTATION_UNBOUND_AT
+from naaice.api import ANNOTATION_BOUND_AT, ANNOTATION_BOUND_ENERGY, ANNOTATION_UNBOUND_AT
 
 T = TypeVar("T")
 Body = dict[str, Any]
@@ -68,6 +68,8 @@ class LeaseInfo:
     bound_at: str
     unbound_at: str = ""
     """`naaice.io/unbound-at` when a release already closed this binding's energy window."""
+    bound_energy: str = ""
+    """`naaice.io/bound-energy`: the NAA's sensor reading just before the bind, when recorded."""
 
 
 def load_api_client(*, kubeconfig: str | None = None, pool: int = 32) -> k8s.ApiClient:
@@ -235,6 +237,7 @@ class Kube:
                     uid=meta.get("uid", ""),
                     bound_at=(meta.get("annotations") or {}).get(ANNOTATION_BOUND_AT, ""),
                     unbound_at=(meta.get("annotations") or {}).get(ANNOTATION_UNBOUND_AT, ""),
+                    bound_energy=(meta.get("annotations") or {}).get(ANNOTATION_BOUND_ENERGY, ""),
                 )
             )
         return out

@@ -39,7 +39,14 @@ from naa_operator.core.model import Assignment, BitstreamView, JobView, NAAView
 from naa_operator.core.placement import first_fit
 from naa_operator.services import views
 from naa_operator.services.metrics import OperatorMetrics
-from naaice.api import ANNOTATION_BOUND_AT, ANNOTATION_UNBOUND_AT
+from naaice.api import (
+    ANNOTATION_BOUND_AT,
+    ANNOTATION_BOUND_ENERGY,
+    ANNOTATION_UNBOUND_AT,
+    InvalidNameError,
+    parse_bound_energy,
+    render_bound_energy,
+)
 from naaice.energy import IntegratorConfig, Sample, energy_over_window
 
 log = logging.getLogger("naaice.operator")
@@ -113,6 +120,31 @@ class _Queue:
         if key in self._dirty:
             self._dirty.discard(key)
             self.add(key)
+
+
+def _bind_annotations(bound_at: str, before: Sample | None) -> dict[str, str]:
+    """A new Lease's annotations: the bind instant and, when the sample taken just before it
+    carried the hardware counter, that sample (`naaice.io/bound-energy`)."""
+    notes = {ANNOTATION_BOUND_AT: bound_at}
+    if before is not None and before.energy_uj is not None:
+        with contextlib.suppress(InvalidNameError):
+            notes[ANNOTATION_BOUND_ENERGY] = render_bound_energy(
+                timestamp_ns=before.t_ns, energy_uj=before.energy_uj, power_w=before.power_w
+            )
+    return notes
+
+
+def _recorded_bind_sample(lease: LeaseInfo) -> Sample | None:
+    """The sample `naaice.io/bound-energy` on `lease` records, or None (absent or unreadable:
+    the window then starts at the first sample this process holds)."""
+    if not lease.bound_energy:
+        return None
+    try:
+        rec = parse_bound_energy(lease.bound_energy)
+    except InvalidNameError as exc:
+        log.warning("ignoring Lease %s's bind-time reading: %s", lease.name, exc)
+        return None
+    return Sample(t_ns=rec.timestamp_ns, power_w=rec.power_mw / 1000.0, energy_uj=rec.energy_uj)
 
 
 @dataclass
@@ -564,6 +596,9 @@ class Controller:
             before.append(last)
         bound_ns = _now_ns()
         bound_at = views.ns_to_rfc3339_ns(bound_ns)
+        # That sample is also written on the Lease (`naaice.io/bound-energy`), in the same
+        # create, so an operator restarted mid-job can still start the window's counter delta.
+        annotations = [_bind_annotations(bound_at, first) for first in before]
         created = await asyncio.gather(
             *(
                 self.kube.create_lease(
@@ -573,7 +608,7 @@ class Controller:
                             "name": f"naa-{a.naa}",
                             "namespace": ns,
                             "labels": {LABEL_NAA: a.naa, LABEL_HOLDER_UID: view.uid},
-                            "annotations": {ANNOTATION_BOUND_AT: bound_at},
+                            "annotations": notes,
                         },
                         "spec": {
                             "holderIdentity": view.holder,
@@ -581,7 +616,7 @@ class Controller:
                         },
                     },
                 )
-                for a in assignments
+                for a, notes in zip(assignments, annotations, strict=True)
             ),
             return_exceptions=True,
         )
@@ -639,8 +674,9 @@ class Controller:
                 holder=view.holder,
                 uid=c["metadata"]["uid"],
                 bound_at=bound_at,
+                bound_energy=notes.get(ANNOTATION_BOUND_ENERGY, ""),
             )
-            for a, c in zip(assignments, created, strict=True)
+            for a, c, notes in zip(assignments, created, annotations, strict=True)
             if isinstance(c, dict)
         }
         self._spawn(self._continue_after_bind(view.key, patched, held, bound=time.monotonic()))
@@ -1119,7 +1155,11 @@ class Controller:
             start_ns = views.rfc3339_ns_to_ns(lease.bound_at) or end_ns
             sampler = self._samplers.get(naa)
             samples = list(sampler.samples) if sampler and sampler.holder == lease.holder else []
-            samples.extend(s for s in (last_in, last) if s is not None)
+            # The bind-time reading recorded on the Lease: the same sample the in-memory list
+            # starts with (then dropped as a duplicate), or, after a restart, the only one
+            # before the bind, so the counter delta still spans the whole window.
+            seed = _recorded_bind_sample(lease)
+            samples.extend(s for s in (seed, last_in, last) if s is not None)
             window = energy_over_window(
                 samples=samples, start_ns=start_ns, end_ns=end_ns, config=cfg
             )

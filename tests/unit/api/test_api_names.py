@@ -1,4 +1,5 @@
-"""Names the parts must agree on: Lease names, holder identities and the bound-at annotation."""
+"""Names the parts must agree on: Lease names, holder identities and the bound-at and
+bound-energy annotations."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import random
 import pytest
 
 from naaice.api import (
+    BoundEnergy,
     HolderIdentity,
     InvalidHolderIdentityError,
     InvalidNameError,
     lease_name,
     naa_of_lease,
     parse_bound_at,
+    parse_bound_energy,
     render_bound_at,
+    render_bound_energy,
 )
 
 UID = "0f8b9a1e-7c2d-4e51-9a3b-6d2c1e0f9a77"
@@ -76,3 +80,26 @@ def test_bound_at_reads_other_rfc3339_spellings() -> None:
 def test_a_bound_at_that_is_not_rfc3339_is_refused(bad: str) -> None:
     with pytest.raises(InvalidNameError, match="RFC 3339"):
         parse_bound_at(bad)
+
+
+def test_bound_energy_keeps_sensor_time_and_counter_exactly_and_power_to_the_milliwatt() -> None:
+    text = render_bound_energy(
+        timestamp_ns=1_764_025_200_000_000_001, energy_uj=2**62 + 7, power_w=41.99951
+    )
+    assert text == f"1764025200000000001:{2**62 + 7}:42000"
+    assert parse_bound_energy(text) == BoundEnergy(
+        timestamp_ns=1_764_025_200_000_000_001, energy_uj=2**62 + 7, power_mw=42000
+    )
+
+
+@pytest.mark.parametrize("bad", ["", "1:2", "1:2:3:4", "-1:2:3", "1:2:x", "1.5:2:3", " 1:2:3"])
+def test_a_bound_energy_that_is_not_three_counts_is_refused(bad: str) -> None:
+    with pytest.raises(InvalidNameError, match="timestampNs"):
+        parse_bound_energy(bad)
+
+
+def test_a_reading_with_a_negative_or_nan_value_cannot_be_rendered() -> None:
+    with pytest.raises(InvalidNameError, match="non-negative"):
+        render_bound_energy(timestamp_ns=1, energy_uj=-1, power_w=1.0)
+    with pytest.raises(InvalidNameError, match="non-negative"):
+        render_bound_energy(timestamp_ns=1, energy_uj=1, power_w=float("nan"))
