@@ -930,33 +930,21 @@ class Controller:
         elif step is Step.SUSPEND:
             energy = await self._window_energy(body, held)
             gen = state.generation
-            new = cond.set_condition(
-                conds,
-                type=cond.SCHEDULED,
-                status="False",
-                reason="Suspended",
-                message="spec.suspend is true",
-                generation=gen,
-                now=_rfc3339(),
-            )
-            new = cond.set_condition(
-                new,
-                type=cond.FLASHED,
-                status="False",
-                reason="Suspended",
-                message="",
-                generation=gen,
-                now=_rfc3339(),
-            )
-            new = cond.set_condition(
-                new,
-                type=cond.READY,
-                status="False",
-                reason="Suspended",
-                message="",
-                generation=gen,
-                now=_rfc3339(),
-            )
+            new = conds
+            for ctype, message in (
+                (cond.SCHEDULED, "spec.suspend is true"),
+                (cond.FLASHED, ""),
+                (cond.READY, ""),
+            ):
+                new = cond.set_condition(
+                    new,
+                    type=ctype,
+                    status="False",
+                    reason="Suspended",
+                    message=message,
+                    generation=gen,
+                    now=_rfc3339(),
+                )
             await self.kube.patch_naajob_status(
                 namespace,
                 name,
