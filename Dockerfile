@@ -6,11 +6,15 @@
 #   docker build -t naaice:0.1.0 .
 #
 # Build stage: a wheel of this checkout, then it and its dependencies (pinned by
-# requirements.lock, used as constraints so the dev tools stay out) into a venv.
+# requirements.lock, used as constraints so the dev tools stay out) into a venv. The C
+# extensions (setup.py) need gcc and Intel ISA-L's headers here, its shared library at run time.
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev libisal-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml requirements.lock README.md ./
+COPY pyproject.toml setup.py requirements.lock README.md ./
 COPY naaice ./naaice
 COPY naaice_cli ./naaice_cli
 COPY naaice_cluster ./naaice_cluster
@@ -22,6 +26,9 @@ RUN python -m venv /opt/naaice/venv \
  && /opt/naaice/venv/bin/naaice --help > /dev/null
 
 FROM python:3.11-slim-bookworm
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libisal2 \
+ && rm -rf /var/lib/apt/lists/*
 LABEL org.opencontainers.image.title="naaice" \
       org.opencontainers.image.description="Network-Attached Accelerators in Kubernetes: operator, node agent, software NAA" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -6,10 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 export NAAICE_CACHE ?= $(HOME)/.cache/naaice
 STAMP := $(VENV)/.installed
+# C extension modules (setup.py) are built by the editable install: rebuild when they change.
+CSRC := $(shell find naa_runtime -name '*.c' 2>/dev/null)
 
 .PHONY: demo test lint typecheck imports pytest bench debs binaries clean lock
 
-$(STAMP): pyproject.toml requirements.lock
+# `debs` first (order-only): gcc and the C libraries the extensions link against.
+$(STAMP): pyproject.toml requirements.lock setup.py $(CSRC) | debs
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==0.13.8"
 	@$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo use (tshark, prometheus with promtool, a C
-# compiler for the NAA_SPEC strtol oracle),
+# compiler for the NAA_SPEC strtol oracle and the C extensions of setup.py, Intel ISA-L's CRC
+# for the RoCEv2 fast path),
 # only when missing. Runs as root on the project's machines; elsewhere it says what to install.
 set -euo pipefail
-want=(tshark prometheus gcc libc6-dev mosquitto)
+want=(tshark prometheus gcc libc6-dev libisal-dev mosquitto)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

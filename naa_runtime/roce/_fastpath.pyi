@@ -1,0 +1,34 @@
+"""Type stubs of the compiled bulk paths (naa_runtime/roce/_fastpath.c)."""
+
+MAX_SEGS: int
+
+def crc32(data: bytes | bytearray | memoryview, value: int = 0, /) -> int: ...
+def icrc(state: int, body: bytes | bytearray | memoryview, /) -> int: ...
+def send_middle_run(
+    fd: int,
+    ip: bytes,
+    port: int,
+    op: int,
+    dest_qp: int,
+    first_psn: int,
+    first_index: int,
+    count: int,
+    payload: bytes | bytearray | memoryview,
+    mtu: int,
+    ack_every: int,
+    states: bytes,
+    per_batch: int,
+    /,
+) -> tuple[int, int]: ...
+def rx_middle_run(
+    buf: bytes | bytearray | memoryview,
+    nbytes: int,
+    seg: int,
+    first8: bytes,
+    states: bytes | None,
+    target: bytearray | memoryview,
+    pos: int,
+    max_run: int,
+    psn: int,
+    /,
+) -> tuple[int, bool]: ...
