@@ -19,6 +19,13 @@ class Kernel(Protocol):
     bits of the immediate. The return value is the application return code (0 = OK), sent in
     bits 31..8 of the reply immediate. A kernel that cannot finish before `deadline`
     (`time.monotonic()` seconds) raises `KernelTimeout`.
+
+    A kernel may declare a class attribute `inline = True`: it returns within microseconds
+    whatever the regions' sizes and never blocks. The RPC server then runs it on its receive
+    thread right after acknowledging the request (the lowest latency: no thread hand-off, no
+    watchdog). Without it (the default, e.g. training kernels), the server runs the kernel on
+    the connection's worker thread under the KERNEL_TIMEOUT watchdog, unless its previous run
+    took less than 200 µs.
     """
 
     def __call__(

@@ -69,6 +69,9 @@ class AddConstant:
 class NoOp:
     """Does nothing and returns 0 (NAAICE fn 3, used for latency measurements)."""
 
+    inline = True
+    """Returns at once whatever the regions: the RPC server runs it on its receive thread."""
+
     def __call__(
         self,
         *,

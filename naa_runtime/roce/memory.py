@@ -82,10 +82,10 @@ class MemoryTable:
         mr = self._by_rkey.get(rkey)
         if mr is None:
             raise RemoteAccessError(f"no memory region with rkey {rkey:#010x}")
-        if not mr.access & Access.REMOTE_WRITE:
+        if not int(mr.access) & _REMOTE_WRITE:  # int &: IntFlag's own & runs Python code
             raise RemoteAccessError(f"region {rkey:#010x} is not remotely writable")
         start = va - mr.va
-        if start < 0 or length < 0 or start + length > mr.length:
+        if start < 0 or length < 0 or start + length > mr.view.nbytes:
             raise RemoteAccessError(
                 f"range {va:#x}+{length} is outside region {rkey:#010x} ({mr.va:#x}+{mr.length})"
             )
@@ -93,3 +93,6 @@ class MemoryTable:
 
     def __len__(self) -> int:
         return len(self._by_rkey)
+
+
+_REMOTE_WRITE = int(Access.REMOTE_WRITE)

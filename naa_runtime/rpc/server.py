@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from naa_runtime.kernels.base import ActivityObserver, KernelLookup, KernelTimeout
+from naa_runtime.kernels.base import ActivityObserver, Kernel, KernelLookup, KernelTimeout
 from naa_runtime.mrsp import (
     RECEIVE_BUFFER,
     AEntry,
@@ -59,19 +59,24 @@ UNKNOWN_FUNCTION = 0x7F
 
 INLINE_KERNEL_SECONDS = 200e-6
 """Kernels whose last run took less than this run on the receive thread (lowest latency);
-slower or unknown ones on the connection's own thread, so they never stall the transport."""
+slower or unknown ones on the connection's own thread, so they never stall the transport.
+Kernels that declare `inline = True` (see `naa_runtime.kernels.base.Kernel`) always run on
+the receive thread, without the watchdog."""
 
 _WR_MRSP = 1
 _WR_RPC = 2
 
 
+_RESULT_NAMES = {
+    NAA_SUCCESS: "ok",
+    KERNEL_TIMEOUT: "kernel_timeout",
+    KERNEL_FAILED: "kernel_failed",
+    UNKNOWN_FUNCTION: "unknown_function",
+}
+
+
 def result_name(code: int) -> str:
-    return {
-        NAA_SUCCESS: "ok",
-        KERNEL_TIMEOUT: "kernel_timeout",
-        KERNEL_FAILED: "kernel_failed",
-        UNKNOWN_FUNCTION: "unknown_function",
-    }.get(code, "app_error")
+    return _RESULT_NAMES.get(code, "app_error")
 
 
 @dataclass
@@ -165,6 +170,7 @@ class _Connection:
             target=self._run, name=f"naa-conn-{peer_ip}-{self.qp.qpn}", daemon=True
         )
         self.out_regions: list[_Region] = []
+        self._reply_plan: list[tuple[memoryview, int, int]] = []
         self.inputs: list[memoryview] = []
         self.outputs: list[memoryview] = []
         self.in_bytes = 0
@@ -282,6 +288,13 @@ class _Connection:
     def _reply(self, rc: int) -> None:
         """Write every output region back, the last write carrying `rc` in bits 31..8."""
         reply_imm = (rc & 0xFFFFFF) << 8
+        plan = self._reply_plan
+        if len(plan) == 1:  # the common case: one output region
+            view, va, rkey = plan[0]
+            self.qp.post_write(
+                wr_id=_WR_RPC, local=view, remote_va=va, rkey=rkey, imm=reply_imm, solicited=True
+            )
+            return
         outs = self.out_regions
         if not outs:
             r0 = self.regions[0] if self.regions else None
@@ -306,29 +319,69 @@ class _Connection:
             )
 
     def _on_completion(self, c: Completion) -> None:
-        """Runs on the endpoint's receive thread. An RPC whose kernel recently finished within
-        INLINE_KERNEL_SECONDS runs right here (no thread hand-off: the latency path); all
-        else goes to the connection's worker thread."""
-        if (
-            self.serving
-            and c.opcode == _WCOPCODE_RECV_RDMA_WITH_IMM
-            and c.status == _WCSTATUS_SUCCESS
-            and self._recent.get((c.imm or 0) & 0x7F, 1.0) < INLINE_KERNEL_SECONDS
-            and self._rpc_lock.acquire(blocking=False)
-        ):
-            try:
-                self._handle_rpc(c)
-            finally:
-                self._rpc_lock.release()
-            return
-        if self.serving and c.status == _WCSTATUS_SUCCESS and c.opcode == _WCOPCODE_RDMA_WRITE:
-            return  # our reply writes completed: the worker has nothing to do (no wake-up)
+        """Runs on the endpoint's receive thread. An RPC whose kernel declares itself inline,
+        or recently finished within INLINE_KERNEL_SECONDS, runs right here (no thread
+        hand-off: the latency path); all else goes to the connection's worker thread."""
+        if self.serving and c.status == _WCSTATUS_SUCCESS:
+            op = c.opcode
+            if op == _WCOPCODE_RDMA_WRITE:
+                return  # our reply writes completed: the worker has nothing to do (no wake-up)
+            if op == _WCOPCODE_RECV_RDMA_WITH_IMM and self._rpc_lock.acquire(blocking=False):
+                try:
+                    imm = c.imm or 0
+                    fn = imm & 0x7F
+                    kernel = self.server.kernels(fn) if imm & 0x80 and fn else None
+                    if kernel is not None and getattr(kernel, "inline", False):
+                        self._run_inline(kernel, fn, imm)
+                        return
+                    if self._recent.get(fn, 1.0) < INLINE_KERNEL_SECONDS:
+                        self._handle_rpc(c)
+                        return
+                finally:
+                    self._rpc_lock.release()
         self.completions.put(c)
+
+    def _run_inline(self, kernel: Kernel, fn: int, imm: int) -> None:
+        """An RPC whose kernel declared itself inline (it returns within microseconds and never
+        blocks): run on the receive thread right after the request's ACK, without the watchdog
+        (nothing to interrupt) and without the per-RPC bookkeeping of `_handle_rpc`."""
+        server = self.server
+        obs = server.observer
+        self.qp.post_recv(wr_id=_WR_RPC)  # before the reply can reach the host: no RNR
+        if obs is not None:
+            obs.on_bytes(received=self.in_bytes, sent=self.out_bytes)
+            obs.on_kernel_start(fn_code=fn)
+        start = time.monotonic()
+        try:
+            rc = int(
+                kernel(
+                    inputs=self.inputs,
+                    outputs=self.outputs,
+                    user=imm >> 8,
+                    deadline=start + server.kernel_timeout,
+                )
+            )
+        except KernelTimeout:
+            rc = KERNEL_TIMEOUT
+        except Exception:
+            log.exception("kernel for fn code %d failed", fn)
+            rc = KERNEL_FAILED
+        elapsed = time.monotonic() - start
+        if rc == NAA_SUCCESS and elapsed > server.kernel_timeout:
+            rc = KERNEL_TIMEOUT
+        if obs is not None:
+            obs.on_kernel_end(fn_code=fn, seconds=elapsed, return_code=rc)
+        server.stats.rpcs[(fn, _RESULT_NAMES.get(rc, "app_error"))] += 1
+        if not self.closed.is_set():
+            self._reply(rc)
 
     def _serve_rpcs(self) -> None:
         self.inputs = [memoryview(r.buffer) for r in self.regions if r.flags & _MRFLAGS_INPUT]
         self.outputs = [memoryview(r.buffer) for r in self.regions if r.flags & _MRFLAGS_OUTPUT]
         self.out_regions = [r for r in self.regions if r.flags & _MRFLAGS_OUTPUT]
+        self._reply_plan = [
+            (memoryview(r.buffer), r.host_va, r.host_rkey) for r in self.out_regions
+        ]
         self.in_bytes = sum(len(v) for v in self.inputs)
         self.out_bytes = sum(len(v) for v in self.outputs)
         self.serving = True
