@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
-import numpy as np
-
+from naa_runtime.roce._fastpath import rx_middle_run
 from naa_runtime.roce.memory import MemoryTable, RemoteAccessError
 from naa_runtime.roce.packets import (
     BTH_LEN,
+    ICRC_LEN,
     IMM_LEN,
     PSN_MASK,
     RETH_LEN,
@@ -621,34 +621,39 @@ class QueuePair:
         for c in done:
             self._on_completion(c)
 
-    def on_middle_run(self, first_psn: int, payloads: np.ndarray, ackreq: bool, now: float) -> bool:
-        """Place a run of RDMA WRITE MIDDLE payloads (rows of `payloads`) in one copy.
-        Returns False, changing nothing, unless the run is exactly what the responder expects
-        next (the per-packet path then handles duplicates, gaps and errors)."""
-        count, width = payloads.shape
+    def on_middle_batch(
+        self, buf: bytearray, nbytes: int, seg: int, first8: bytes, states: bytes | None
+    ) -> int:
+        """Place the leading RDMA WRITE MIDDLE packets of a GRO batch (`buf[:nbytes]`, segments
+        of `seg` bytes whose first 8 bytes must equal `first8`): the compiled receiver checks
+        each segment's PSN (from the expected one on) and ICRC (against `states`, the
+        endpoint's CRC state per segment position; None: unchecked) before it copies its
+        payload into the message. Returns how many segments were placed; 0 changes nothing
+        (the per-packet path then handles duplicates, gaps and errors)."""
+        width = seg - BTH_LEN - ICRC_LEN
         with self._lock:
             view = self._cur_view
-            if (
-                self._fatal
-                or first_psn != self._epsn
-                or view is None
-                or self._cur_is_send
-                or width != self.config.mtu
-                or self._cur_pos + count * width >= self._cur_len
-            ):
-                return False
+            if self._fatal or view is None or self._cur_is_send or width != self.config.mtu:
+                return 0
             pos = self._cur_pos
-            target = np.frombuffer(view, np.uint8, count * width, pos).reshape(count, width)
-            target[...] = payloads
-            self._cur_pos = pos + count * width
-            self._epsn = psn_add(self._epsn, count)
+            # a MIDDLE never completes the message: the LAST packet must still follow
+            room = (self._cur_len - pos - 1) // width
+            if room <= 0:
+                return 0
+            run, ackreq = rx_middle_run(
+                buf, nbytes, seg, first8, states, view, pos, room, self._epsn
+            )
+            if not run:
+                return 0
+            self._cur_pos = pos + run * width
+            self._epsn = psn_add(self._epsn, run)
             self._nak_sent = False
             if ackreq:
                 self._ack_pending = False
                 self._send_ack(_SYNDROME_ACK_UNLIMITED, psn_add(self._epsn, -1))
             else:
                 self._ack_pending = True
-        return True
+        return run
 
     def _on_request(
         self, seg: memoryview, op: int, b1: int, w3: int, done: list[Completion]
