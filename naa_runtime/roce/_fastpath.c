@@ -28,6 +28,9 @@
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
 #endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 #define BTH_LEN 12
 #define ICRC_LEN 4
@@ -261,6 +264,30 @@ done:
 
 /* ------------------------------------------------------------------------------- receiver */
 
+/* Checks the first `count` segments of `seg` bytes at `src` (first 8 bytes equal f8, PSN
+ * psn + i, ICRC against states[i] unless states is NULL) and copies each one's payload to
+ * dst + i * (seg - 16) once it passed. Returns how many passed; ORs their BTH word 3 into
+ * *ackreq. No Python calls: runs without the GIL. */
+static Py_ssize_t place_segments(const unsigned char *src, Py_ssize_t seg, Py_ssize_t count,
+                                 const unsigned char *f8, const uint32_t *states,
+                                 unsigned char *dst, uint32_t psn, uint32_t *ackreq) {
+    Py_ssize_t width = seg - BTH_LEN - ICRC_LEN;
+    Py_ssize_t run = 0;
+    for (; run < count; run++) {
+        const unsigned char *s = src + (size_t)run * (size_t)seg;
+        if (memcmp(s, f8, 8) != 0) break;
+        uint32_t w3 = get_be32(s + 8);
+        if ((w3 & PSN_MASK) != ((psn + (uint32_t)run) & PSN_MASK)) break;
+        if (states != NULL) {
+            uint32_t crc = crc32_chain(states[run], s + 5, (size_t)(seg - 5 - ICRC_LEN));
+            if (crc != get_le32(s + seg - ICRC_LEN)) break;
+        }
+        memcpy(dst + (size_t)run * (size_t)width, s + BTH_LEN, (size_t)width);
+        *ackreq |= w3;
+    }
+    return run;
+}
+
 PyDoc_STRVAR(
     rx_middle_run_doc,
     "rx_middle_run(buf, nbytes, seg, first8, states, target, pos, max_run, psn, /)\n"
@@ -301,28 +328,204 @@ static PyObject *fp_rx_middle_run(PyObject *self, PyObject *args) {
     if (count > max_run) count = max_run;
     if (count > (target.len - pos) / width) count = (target.len - pos) / width;
 
-    const unsigned char *src = buf.buf;
-    const unsigned char *f8 = first8.buf;
-    unsigned char *dst = (unsigned char *)target.buf + pos;
-    Py_ssize_t run = 0;
+    Py_ssize_t run;
     uint32_t ackreq = 0;
     Py_BEGIN_ALLOW_THREADS
-    for (; run < count; run++) {
-        const unsigned char *s = src + (size_t)run * (size_t)seg;
-        if (memcmp(s, f8, 8) != 0) break;
-        uint32_t w3 = get_be32(s + 8);
-        if ((w3 & PSN_MASK) != ((psn + (unsigned long)run) & PSN_MASK)) break;
-        if (verify) {
-            uint32_t crc = crc32_chain(states[run], s + 5, (size_t)(seg - 5 - ICRC_LEN));
-            if (crc != get_le32(s + seg - ICRC_LEN)) break;
-        }
-        memcpy(dst + (size_t)run * (size_t)width, s + BTH_LEN, (size_t)width);
-        ackreq |= w3;
-    }
+    run = place_segments(buf.buf, seg, count, first8.buf, verify ? states : NULL,
+                         (unsigned char *)target.buf + pos, (uint32_t)psn, &ackreq);
     Py_END_ALLOW_THREADS
     result = Py_BuildValue("(nO)", run, (ackreq & 0x80000000u) ? Py_True : Py_False);
 done:
     PyBuffer_Release(&buf);
+    PyBuffer_Release(&first8);
+    PyBuffer_Release(&target);
+    return result;
+}
+
+enum { BURST_DRAINED = 0, BURST_PENDING = 1, BURST_ERROR = 2, BURST_ACK_OWED = 3 };
+
+PyDoc_STRVAR(
+    rx_burst_doc,
+    "rx_burst(fd, buf, nbytes, seg, src_ip, src_port, first8, states, target, pos, room, psn,\n"
+    "         max_dgrams, ack, /) -> (placed, acks, owe, status, nbytes, seg, ip, port, done)\n\n"
+    "rx_middle_run on the GRO batch buf[:nbytes] (segments of `seg` bytes from\n"
+    "src_ip:src_port), then, while every segment passed and `room` (segments that may still be\n"
+    "placed) is left, receive the next datagram from the UDP socket `fd` into `buf`\n"
+    "(MSG_DONTWAIT, at most `max_dgrams` in all) and do the same with it, as long as it comes\n"
+    "from the same address and port as a GRO batch of `seg`-byte segments. Segment k placed in\n"
+    "all goes to target[pos + k*(seg-16):], with PSN psn + k.\n\n"
+    "`ack` is None or (peer_ip, state, header): after each batch with AckReq, send the 20-byte\n"
+    "ACK `header` (BTH + AETH, BTH byte 4 0xFF, PSN field filled in with the last PSN placed)\n"
+    "with its ICRC continuing `state` to peer_ip:4791; with None the burst stops after such a\n"
+    "batch and the caller owes the ACK.\n\n"
+    "Returns (placed, acks, owe, status, nbytes, seg, ip, port, done, errno): segments placed\n"
+    "in all, ACKs sent, owe (0: no ACK owed, 1: a coalesced one, 2: one at once), status\n"
+    "(BURST_DRAINED: all placed, and the socket had no more or a limit was reached,\n"
+    "BURST_PENDING: the last datagram was not all placed, BURST_ERROR: recvmsg failed with\n"
+    "errno, BURST_ACK_OWED: stopped for the caller to send the ACK); in every case buf[:nbytes] is the last datagram received, from ip (4 bytes)\n"
+    "and port, in segments of `seg` bytes, of which the first `done` were placed.");
+
+static PyObject *fp_rx_burst(PyObject *self, PyObject *args) {
+    int fd;
+    Py_buffer buf, src_ip, first8, target;
+    PyObject *states_obj, *ack_obj;
+    Py_ssize_t nbytes, seg, pos, room, max_dgrams;
+    unsigned int src_port;
+    unsigned long psn;
+    if (!PyArg_ParseTuple(args, "iw*nny*Iy*Ow*nnknO:rx_burst", &fd, &buf, &nbytes, &seg, &src_ip,
+                          &src_port, &first8, &states_obj, &target, &pos, &room, &psn,
+                          &max_dgrams, &ack_obj))
+        return NULL;
+    PyObject *result = NULL;
+    uint32_t states[MAX_SEGS];
+    int verify = states_obj != Py_None;
+    int with_ack = ack_obj != Py_None;
+    unsigned char ack_pkt[20];
+    uint32_t ack_state = 0;
+    struct sockaddr_in ack_to;
+    memset(&ack_to, 0, sizeof ack_to);
+    if (verify && read_states(states_obj, states) < 0) goto done;
+    if (with_ack) {
+        const char *ip4, *hdr;
+        Py_ssize_t ip_len, hdr_len;
+        unsigned long st;
+        if (!PyTuple_Check(ack_obj) ||
+            !PyArg_ParseTuple(ack_obj, "y#ky#", &ip4, &ip_len, &st, &hdr, &hdr_len))
+            goto done;
+        if (ip_len != 4 || hdr_len != 16 || st > 0xFFFFFFFFul) {
+            PyErr_SetString(PyExc_ValueError, "ack must be (4-byte address, state, 16 bytes)");
+            goto done;
+        }
+        memcpy(ack_pkt, hdr, 16);
+        ack_state = (uint32_t)st;
+        ack_to.sin_family = AF_INET;
+        ack_to.sin_port = htons(4791);
+        memcpy(&ack_to.sin_addr, ip4, 4);
+    }
+    if (first8.len != 8 || psn > PSN_MASK || src_ip.len != 4 || src_port > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "bad first8, psn or source address");
+        goto done;
+    }
+    if (nbytes < 0 || nbytes > buf.len || buf.len < 65536 || seg <= BTH_LEN + ICRC_LEN ||
+        pos < 0 || room < 0 || max_dgrams < 1 || pos > target.len) {
+        PyErr_SetString(PyExc_ValueError, "bad nbytes, buf, seg, pos, room or max_dgrams");
+        goto done;
+    }
+    Py_ssize_t width = seg - BTH_LEN - ICRC_LEN;
+    if (room > (target.len - pos) / width) room = (target.len - pos) / width;
+
+    unsigned char *b = buf.buf;
+    unsigned char *dst = (unsigned char *)target.buf + pos;
+    const unsigned char *f8 = first8.buf;
+    struct in_addr want_ip;
+    memcpy(&want_ip, src_ip.buf, 4);
+    uint16_t want_port = htons((uint16_t)src_port);
+    Py_ssize_t placed = 0, acks = 0, cur_n = nbytes, cur_seg = seg, left_done = 0;
+    int owe = 0, status = BURST_DRAINED, err = 0;
+    struct sockaddr_in from;
+    memset(&from, 0, sizeof from);
+    from.sin_addr = want_ip;
+    from.sin_port = want_port;
+
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t dgrams = 0;
+    for (;;) {
+        Py_ssize_t count = cur_n / seg;
+        if (count > MAX_SEGS) count = MAX_SEGS;
+        if (count > room - placed) count = room - placed;
+        uint32_t ackreq = 0;
+        Py_ssize_t run = place_segments(b, seg, count, f8, verify ? states : NULL,
+                                        dst + (size_t)placed * (size_t)width,
+                                        (uint32_t)((psn + (unsigned long)placed) & PSN_MASK),
+                                        &ackreq);
+        placed += run;
+        left_done = run;
+        if (run > 0) {
+            if (!(ackreq & 0x80000000u)) {
+                if (owe == 0) owe = 1;
+            } else if (with_ack) {
+                uint32_t last = (uint32_t)((psn + (unsigned long)placed - 1) & PSN_MASK);
+                ack_pkt[4] = 0xFF;
+                put_be32(ack_pkt + 8, last);
+                uint32_t crc = crc32_chain(ack_state, ack_pkt, 16);
+                ack_pkt[4] = 0;
+                ack_pkt[16] = (unsigned char)crc;
+                ack_pkt[17] = (unsigned char)(crc >> 8);
+                ack_pkt[18] = (unsigned char)(crc >> 16);
+                ack_pkt[19] = (unsigned char)(crc >> 24);
+                ssize_t r;
+                do {
+                    r = sendto(fd, ack_pkt, sizeof ack_pkt, 0, (struct sockaddr *)&ack_to,
+                               sizeof ack_to);
+                } while (r < 0 && errno == EINTR);
+                if (r >= 0) {
+                    acks++;
+                    owe = 0;
+                } else {
+                    owe = 2; /* the caller sends (and counts) it */
+                }
+            } else {
+                owe = 2;
+            }
+        }
+        if (run < count || (Py_ssize_t)run * seg != cur_n) {
+            status = BURST_PENDING; /* segments left over: the caller handles them */
+            break;
+        }
+        if (owe == 2) {
+            status = BURST_ACK_OWED;
+            break;
+        }
+        if (++dgrams >= max_dgrams || placed >= room) break;
+        struct iovec iov = {.iov_base = b, .iov_len = (size_t)buf.len};
+        union {
+            char buf[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } ctrl;
+        struct msghdr msg;
+        memset(&msg, 0, sizeof msg);
+        msg.msg_name = &from;
+        msg.msg_namelen = sizeof from;
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctrl.buf;
+        msg.msg_controllen = sizeof ctrl.buf;
+        ssize_t n;
+        do {
+            n = recvmsg(fd, &msg, MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                status = BURST_ERROR;
+                err = errno;
+            }
+            break; /* buf still holds the last batch, all of it placed */
+        }
+        Py_ssize_t gso = n;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO &&
+                cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int v;
+                memcpy(&v, CMSG_DATA(cm), sizeof v);
+                gso = v;
+            }
+        }
+        cur_n = n;
+        cur_seg = gso;
+        if (from.sin_addr.s_addr != want_ip.s_addr || from.sin_port != want_port ||
+            gso != seg || n < 2 * seg || (msg.msg_flags & MSG_TRUNC)) {
+            status = BURST_PENDING; /* not the next batch of this run: the caller's */
+            left_done = 0;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(nniinny#Ini)", placed, acks, owe, status, cur_n, cur_seg,
+                           (const char *)&from.sin_addr, (Py_ssize_t)4,
+                           (unsigned int)ntohs(from.sin_port), left_done, err);
+done:
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&src_ip);
     PyBuffer_Release(&first8);
     PyBuffer_Release(&target);
     return result;
@@ -335,6 +538,7 @@ static PyMethodDef methods[] = {
     {"icrc", fp_icrc, METH_VARARGS, icrc_doc},
     {"send_middle_run", fp_send_middle_run, METH_VARARGS, send_middle_run_doc},
     {"rx_middle_run", fp_rx_middle_run, METH_VARARGS, rx_middle_run_doc},
+    {"rx_burst", fp_rx_burst, METH_VARARGS, rx_burst_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -353,7 +557,11 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__fastpath(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    if (PyModule_AddIntConstant(m, "MAX_SEGS", MAX_SEGS) < 0) {
+    if (PyModule_AddIntConstant(m, "MAX_SEGS", MAX_SEGS) < 0 ||
+        PyModule_AddIntConstant(m, "BURST_DRAINED", BURST_DRAINED) < 0 ||
+        PyModule_AddIntConstant(m, "BURST_PENDING", BURST_PENDING) < 0 ||
+        PyModule_AddIntConstant(m, "BURST_ERROR", BURST_ERROR) < 0 ||
+        PyModule_AddIntConstant(m, "BURST_ACK_OWED", BURST_ACK_OWED) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,6 +1,10 @@
 """Type stubs of the compiled bulk paths (naa_runtime/roce/_fastpath.c)."""
 
 MAX_SEGS: int
+BURST_DRAINED: int
+BURST_PENDING: int
+BURST_ERROR: int
+BURST_ACK_OWED: int
 
 def crc32(data: bytes | bytearray | memoryview, value: int = 0, /) -> int: ...
 def icrc(state: int, body: bytes | bytearray | memoryview, /) -> int: ...
@@ -32,3 +36,20 @@ def rx_middle_run(
     psn: int,
     /,
 ) -> tuple[int, bool]: ...
+def rx_burst(
+    fd: int,
+    buf: bytearray | memoryview,
+    nbytes: int,
+    seg: int,
+    src_ip: bytes,
+    src_port: int,
+    first8: bytes,
+    states: bytes | None,
+    target: bytearray | memoryview,
+    pos: int,
+    room: int,
+    psn: int,
+    max_dgrams: int,
+    ack: tuple[bytes, int, bytes] | None,
+    /,
+) -> tuple[int, int, int, int, int, int, bytes, int, int, int]: ...

@@ -77,6 +77,8 @@ _SEG = struct.Struct("=H")
 _ZEROS = b"\0\0\0\0"
 _STATES = struct.Struct(f"={_fastpath.MAX_SEGS}I")
 """A table of CRC states, one per GSO position, as the compiled fast path reads it."""
+_BURST_DATAGRAMS = 256
+"""At most this many GRO batches per receive burst of the fast path (then timers run)."""
 
 
 @dataclass
@@ -203,7 +205,7 @@ class Endpoint:
         self._prefix_tx: dict[tuple[str, int], list[int]] = {}
         self._tx_tables: dict[tuple[str, int], tuple[bytes, bytes]] = {}
         self._prefix_rx: dict[tuple[str, int, int, int], int] = {}
-        self._prefix_rx5: dict[tuple[str, int, int, bytes], bytes] = {}
+        self._prefix_rx5: dict[tuple[str, int, int, bytes], tuple[bytes, bytes, int]] = {}
         self._running = False
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -694,13 +696,10 @@ class Endpoint:
             index = 0
             if seg < nbytes and nbytes // seg >= 2:
                 try:
-                    done = self._on_middle_run(
-                        buf=buf,
-                        count=nbytes // seg,
-                        seg=seg,
-                        src=src,
-                        now=now,
-                        touched=touched,
+                    # it may receive further batches of the run into buf: it returns the
+                    # datagram then in buf and how many of its segments it consumed
+                    done, nbytes, seg, src = self._on_middle_run(
+                        buf=buf, nbytes=nbytes, seg=seg, src=src, touched=touched
                     )
                 except Exception:  # never stop the receive thread; retry per packet
                     log.exception("fast path failed for a batch from %s:%d", *src)
@@ -742,59 +741,83 @@ class Endpoint:
         self,
         *,
         buf: bytearray,
-        count: int,
+        nbytes: int,
         seg: int,
         src: tuple[str, int],
-        now: float,
         touched: set[QueuePair],
-    ) -> int:
+    ) -> tuple[int, int, int, tuple[str, int]]:
         """Fast path for a GRO batch that starts with consecutive RDMA WRITE MIDDLE packets of
-        one QP: the QP has the compiled receiver check each segment's header, PSN and ICRC and
-        place its payload. Returns how many leading segments were consumed (the per-packet
-        path handles the rest: duplicates, gaps, errors, other opcodes)."""
+        one QP: the QP has the compiled receiver check each segment's header, PSN and ICRC,
+        place its payload and go on with the following batches of the run straight from the
+        socket (sending the ACKs they ask for). Returns (done, nbytes, seg, src): the datagram
+        then in `buf` and how many of its leading segments were consumed (the per-packet path
+        handles the rest: duplicates, gaps, errors, other opcodes and QPs)."""
         # SE/M/pad/TVer 0 and a valid P_Key; every segment must then match these 8 bytes
         if buf[0] != _OPCODE_RDMA_WRITE_MIDDLE or buf[1] != 0 or buf[2] & 0x7F != 0x7F:
-            return 0
+            return 0, nbytes, seg, src
         first8 = bytes(buf[0:8])
         if first8[3] != 0xFF:
-            return 0
+            return 0, nbytes, seg, src
         entry = self._qps.get(int.from_bytes(first8[5:8], "big"))
         if entry is None or entry[1] != src[0]:
-            return 0
-        states: bytes | None = None
-        if self.config.verify_icrc:
-            key5 = (src[0], src[1], seg, first8[:4])
-            states = self._prefix_rx5.get(key5)
-            if states is None:
-                if len(self._prefix_rx5) > 1024:
-                    self._prefix_rx5.clear()
-                src_ip = ipaddress.IPv4Address(src[0]).packed
-                states = _STATES.pack(
-                    *(
+            return 0, nbytes, seg, src
+        qp = entry[0]
+        key5 = (src[0], src[1], seg, first8[:4])
+        cached = self._prefix_rx5.get(key5)
+        if cached is None:
+            if len(self._prefix_rx5) > 1024:
+                self._prefix_rx5.clear()
+            src_ip = ipaddress.IPv4Address(src[0]).packed
+            states = _STATES.pack(
+                *(
+                    zlib.crc32(
+                        b"\xff",
                         zlib.crc32(
-                            b"\xff",
-                            zlib.crc32(
-                                first8[:4],
-                                prefix_state(
-                                    src=src_ip,
-                                    dst=self._src,
-                                    sport=src[1],
-                                    dport=self.port,
-                                    udp_payload_len=seg,
-                                    ip_id=i,
-                                ),
+                            first8[:4],
+                            prefix_state(
+                                src=src_ip,
+                                dst=self._src,
+                                sport=src[1],
+                                dport=self.port,
+                                udp_payload_len=seg,
+                                ip_id=i,
                             ),
-                        )
-                        for i in range(_fastpath.MAX_SEGS)
+                        ),
                     )
+                    for i in range(_fastpath.MAX_SEGS)
                 )
-                self._prefix_rx5[key5] = states
-        run = entry[0].on_middle_batch(buf, count * seg, seg, first8, states)
-        if run:
-            self.stats.packets_rx += run
-            self.stats.bytes_rx += run * seg
-            touched.add(entry[0])
-        return run
+            )
+            # the ACKs go back to the peer's address (20 bytes: BTH + AETH + ICRC, IP ID 0)
+            cached = (src_ip, states, self._tx_states(src[0], 20)[0])
+            self._prefix_rx5[key5] = cached
+        # the QP sends its ACKs itself only when they would leave at once and unimpaired
+        direct = self._impair is None and self._corked is None
+        r = qp.on_middle_burst(
+            fd=self._sock.fileno(),
+            buf=buf,
+            nbytes=nbytes,
+            seg=seg,
+            src=(cached[0], src[1]),
+            first8=first8,
+            states=cached[1] if self.config.verify_icrc else None,
+            ack_to=(cached[0], cached[2]) if direct else None,
+            max_dgrams=_BURST_DATAGRAMS,
+        )
+        if r.status < 0:  # the QP took nothing; buf is untouched
+            return 0, nbytes, seg, src
+        stats = self.stats
+        if r.placed:
+            stats.packets_rx += r.placed
+            stats.bytes_rx += r.placed * seg
+            touched.add(qp)
+        if r.acks:
+            stats.packets_tx += r.acks
+            stats.bytes_tx += 20 * r.acks
+        if r.status == _fastpath.BURST_ERROR:
+            stats.dropped[f"rx_error_{r.errno}"] += 1
+        if r.ip != cached[0] or r.port != src[1]:
+            src = (socket.inet_ntoa(r.ip), r.port)
+        return r.done, r.nbytes, r.seg, src
 
     def _on_datagram(
         self,

@@ -18,9 +18,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from naa_runtime.roce._fastpath import rx_middle_run
+from naa_runtime.roce._fastpath import rx_burst
 from naa_runtime.roce.memory import MemoryTable, RemoteAccessError
 from naa_runtime.roce.packets import (
     BTH_LEN,
@@ -116,6 +116,29 @@ class QpState(IntEnum):
 OutPacket = tuple[bytearray, memoryview | bytes, int]
 """(header, payload, pad): a packet for the endpoint. The header has BTH byte 4 set to 0xFF
 (its ICRC mask); the endpoint computes the ICRC, then clears that byte."""
+
+
+class BurstResult(NamedTuple):
+    """What `QueuePair.on_middle_burst` did: segments placed, ACKs it sent, the ACK it leaves
+    owed (0 none, 1 coalesced, 2 sent by the QP already), how the burst ended (a
+    `_fastpath.BURST_*` status), and the datagram left in the receive buffer: its size, segment
+    size, source address (4 bytes) and port, how many of its leading segments were placed, and
+    the errno of a failed receive."""
+
+    placed: int
+    acks: int
+    owe: int
+    status: int
+    nbytes: int
+    seg: int
+    ip: bytes
+    port: int
+    done: int
+    errno: int
+
+
+_NOTHING_PLACED = BurstResult(0, 0, 0, -1, 0, 0, b"", 0, 0, 0)
+"""The QP could not take MIDDLE packets now: the caller's buffer is untouched."""
 
 _WRITE_ONLY = (Opcode.RDMA_WRITE_ONLY, Opcode.RDMA_WRITE_ONLY_WITH_IMMEDIATE)
 _WRITE_LAST = (Opcode.RDMA_WRITE_LAST, Opcode.RDMA_WRITE_LAST_WITH_IMMEDIATE)
@@ -685,39 +708,79 @@ class QueuePair:
         for c in done:
             self._on_completion(c)
 
-    def on_middle_batch(
-        self, buf: bytearray, nbytes: int, seg: int, first8: bytes, states: bytes | None
-    ) -> int:
+    def on_middle_burst(
+        self,
+        *,
+        fd: int,
+        buf: bytearray,
+        nbytes: int,
+        seg: int,
+        src: tuple[bytes, int],
+        first8: bytes,
+        states: bytes | None,
+        ack_to: tuple[bytes, int] | None,
+        max_dgrams: int,
+    ) -> BurstResult:
         """Place the leading RDMA WRITE MIDDLE packets of a GRO batch (`buf[:nbytes]`, segments
-        of `seg` bytes whose first 8 bytes must equal `first8`): the compiled receiver checks
-        each segment's PSN (from the expected one on) and ICRC (against `states`, the
-        endpoint's CRC state per segment position; None: unchecked) before it copies its
-        payload into the message. Returns how many segments were placed; 0 changes nothing
-        (the per-packet path then handles duplicates, gaps and errors)."""
+        of `seg` bytes whose first 8 bytes must equal `first8`, from `src` = (IPv4 address,
+        port)), then keep receiving further batches of the run from the socket `fd` into `buf`
+        while they continue it: the compiled receiver checks each segment's PSN (from the
+        expected one on) and ICRC (against `states`, the endpoint's CRC state per segment
+        position; None: unchecked) before it copies its payload into the message, and sends
+        the ACKs AckReq asks for itself if `ack_to` = (peer address, CRC state of a 20-byte
+        packet) is given. Placing nothing changes nothing (the per-packet path then handles
+        duplicates, gaps and errors)."""
         width = seg - BTH_LEN - ICRC_LEN
         with self._lock:
             view = self._cur_view
             if self._fatal or view is None or self._cur_is_send or width != self.config.mtu:
-                return 0
+                return _NOTHING_PLACED
             pos = self._cur_pos
             # a MIDDLE never completes the message: the LAST packet must still follow
             room = (self._cur_len - pos - 1) // width
             if room <= 0:
-                return 0
-            run, ackreq = rx_middle_run(
-                buf, nbytes, seg, first8, states, view, pos, room, self._epsn
+                return _NOTHING_PLACED
+            ack = None
+            if ack_to is not None:
+                ack = (
+                    ack_to[0],
+                    ack_to[1],
+                    _ACK.pack(
+                        _OPCODE_ACKNOWLEDGE,
+                        0,
+                        0xFFFF,
+                        self._dqp_word,
+                        0,
+                        (_SYNDROME_ACK_UNLIMITED << 24) | (self._msn & 0xFFFFFF),
+                    ),
+                )
+            r = rx_burst(
+                fd,
+                buf,
+                nbytes,
+                seg,
+                src[0],
+                src[1],
+                first8,
+                states,
+                view,
+                pos,
+                room,
+                self._epsn,
+                max_dgrams,
+                ack,
             )
-            if not run:
-                return 0
-            self._cur_pos = pos + run * width
-            self._epsn = psn_add(self._epsn, run)
-            self._nak_sent = False
-            if ackreq:
-                self._ack_pending = False
-                self._send_ack(_SYNDROME_ACK_UNLIMITED, psn_add(self._epsn, -1))
-            else:
-                self._ack_pending = True
-        return run
+            placed, owe = r[0], r[2]
+            if placed:
+                self._cur_pos = pos + placed * width
+                self._epsn = psn_add(self._epsn, placed)
+                self._nak_sent = False
+                if owe == 2:
+                    self._ack_pending = False
+                    self._send_ack(_SYNDROME_ACK_UNLIMITED, psn_add(self._epsn, -1))
+                else:
+                    self._ack_pending = owe == 1
+        return BurstResult(*r)
 
     def _on_request(
         self, seg: memoryview, op: int, b1: int, w3: int, done: list[Completion]

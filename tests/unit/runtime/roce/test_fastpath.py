@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+import time
 import zlib
 
 import pytest
@@ -405,3 +406,213 @@ def test_receiver_rejects_bad_arguments() -> None:
         _fastpath.rx_middle_run(buf, len(buf), 4112, bytes(8), b"", bytearray(9000), 0, 2, 0)
     with pytest.raises(TypeError):
         _fastpath.rx_middle_run(buf, len(buf), 4112, bytes(8), table, bytes(9000), 0, 2, 0)
+
+
+# ------------------------------------------------------------------------ receive bursts
+
+IP_MTU_DISCOVER, IP_PMTUDISC_DO, UDP_SEGMENT = 10, 2, 103
+
+
+class _Link:
+    """A peer socket on <a>:4791 sending GSO batches of MIDDLE packets to a GRO socket."""
+
+    def __init__(self, *, mtu: int = 1024, qp: int = 0x123456, psn: int = 0xFFFFF0) -> None:
+        self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.peer.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+        self.peer.bind((next_loopback(), 4791))
+        self.peer.settimeout(5)
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+        self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.rx.setsockopt(SOL_UDP, UDP_GRO, 1)
+        self.rx.bind((next_loopback(), 0))
+        self.rx.settimeout(5)
+        self.mtu, self.qp, self.psn = mtu, qp, psn
+        self.seg = 12 + mtu + ICRC_LEN
+        self.buf = bytearray(65536 + 64)
+        self.rng = random.Random(mtu)
+        self.payloads: list[bytes] = []
+
+    def close(self) -> None:
+        self.peer.close()
+        self.rx.close()
+
+    def packet(self, k: int, ip_id: int, *, ack_req: bool = False, src: str = "") -> bytes:
+        while len(self.payloads) <= k:
+            self.payloads.append(self.rng.randbytes(self.mtu))
+        a, p = self.peer.getsockname()
+        return _reference_packet(
+            op=Opcode.RDMA_WRITE_MIDDLE,
+            dest_qp=self.qp,
+            psn=psn_add(self.psn, k),
+            ack_req=ack_req,
+            payload=self.payloads[k],
+            src=src or a,
+            dst=self.rx.getsockname()[0],
+            sport=p,
+            dport=self.rx.getsockname()[1],
+            ip_id=ip_id,
+        )
+
+    def send(self, pkts: list[bytes], sock: socket.socket | None = None) -> None:
+        anc = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", len(pkts[0])))] if len(pkts) > 1 else []
+        (sock or self.peer).sendmsg([b"".join(pkts)], anc, 0, self.rx.getsockname())
+
+    def batch(self, first: int, n: int, *, ack_at: int = -1) -> list[bytes]:
+        return [self.packet(first + i, i, ack_req=first + i == ack_at) for i in range(n)]
+
+    def first(self) -> int:
+        """Receive the first datagram into buf (as the endpoint's receive loop does)."""
+        n, anc, _f, _src = self.rx.recvmsg_into([self.buf], 64)
+        for level, typ, data in anc:
+            assert (level, typ) == (SOL_UDP, UDP_GRO)
+            assert struct.unpack("=i", data[:4])[0] == self.seg
+        return n
+
+    def burst(
+        self,
+        nbytes: int,
+        target: bytearray,
+        *,
+        room: int = 1 << 20,
+        ack: bool = True,
+        max_dgrams: int = 256,
+    ) -> tuple[int, int, int, int, int, int, bytes, int, int, int]:
+        a, p = self.peer.getsockname()
+        me, my_port = self.rx.getsockname()
+        first8 = bytes(self.buf[:8])
+        rx_states = _rx_states_for(a, me, (p, my_port), self.seg, first8[:4])
+        ack_state = _states(src=me, dst=a, sport=my_port, dport=4791, seg=20)[0]
+        ack_hdr = struct.pack("!BBHIII", 0x11, 0, 0xFFFF, 0xFF000000 | 0x654321, 0, 0x1F << 24 | 5)
+        return _fastpath.rx_burst(
+            self.rx.fileno(),
+            self.buf,
+            nbytes,
+            self.seg,
+            socket.inet_aton(a),
+            p,
+            first8,
+            rx_states,
+            target,
+            0,
+            room,
+            self.psn,
+            max_dgrams,
+            (socket.inet_aton(a), ack_state, ack_hdr) if ack else None,
+        )
+
+    def acks(self) -> list[bytes]:
+        self.peer.settimeout(0.2)
+        out = []
+        try:
+            while True:
+                out.append(self.peer.recv(100))
+        except TimeoutError:
+            return out
+
+    def reference_ack(self, psn: int) -> bytes:
+        a, _p = self.peer.getsockname()
+        me, my_port = self.rx.getsockname()
+        body = encode_bth(BTH(opcode=Opcode.ACKNOWLEDGE, dest_qp=0x654321, psn=psn)) + struct.pack(
+            "!I", 0x1F << 24 | 5
+        )
+        return body + compute_icrc(
+            body=body, src=socket.inet_aton(me), dst=socket.inet_aton(a), sport=my_port
+        )
+
+
+def _rx_states_for(src: str, dst: str, ports: tuple[int, int], seg: int, first4: bytes) -> bytes:
+    states = _states(src=src, dst=dst, sport=ports[0], dport=ports[1], seg=seg)
+    return _table([zlib.crc32(b"\xff", zlib.crc32(first4, st)) for st in states])
+
+
+def test_a_burst_places_every_queued_batch_and_sends_the_acks_they_ask_for() -> None:
+    link = _Link()
+    try:
+        # 5 batches of 15; AckReq on packets 20 and 63 (in the 2nd and 5th batch)
+        for b in range(5):
+            link.send(link.batch(15 * b, 15, ack_at=20 if b == 1 else 63))
+        time.sleep(0.05)
+        target = bytearray(80 * link.mtu)
+        r = link.burst(link.first(), target)
+        placed, acks, owe, status, nbytes, seg, _ip, _port, done, err = r
+        assert (placed, acks, owe, status, err) == (75, 2, 0, _fastpath.BURST_DRAINED, 0)
+        assert (nbytes, seg, done) == (15 * link.seg, link.seg, 15)
+        assert target[: 75 * link.mtu] == b"".join(link.payloads[:75])
+        assert target[75 * link.mtu :] == bytes(5 * link.mtu)
+        assert link.acks() == [
+            link.reference_ack(psn_add(link.psn, 29)),  # the end of the batch holding 20
+            link.reference_ack(psn_add(link.psn, 74)),
+        ]
+    finally:
+        link.close()
+
+
+def test_a_burst_stops_at_a_corrupt_segment_a_gap_or_another_sender() -> None:
+    link = _Link()
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+    other.bind((link.peer.getsockname()[0], 0))
+    try:
+        target = bytearray(100 * link.mtu)
+        # a flipped payload bit in segment 4 of the second batch
+        bad = link.batch(15, 15)
+        bad[4] = bad[4][:100] + bytes([bad[4][100] ^ 1]) + bad[4][101:]
+        link.send(link.batch(0, 15))
+        link.send(bad)
+        time.sleep(0.05)
+        r = link.burst(link.first(), target)
+        assert (r[0], r[3]) == (19, _fastpath.BURST_PENDING)
+        assert (r[4], r[5], r[8]) == (15 * link.seg, link.seg, 4)  # batch 2, 4 placed
+        assert link.buf[: r[4]] == b"".join(bad)  # the caller gets the batch as received
+        assert target[19 * link.mtu :] == bytes(81 * link.mtu)
+        # a gap: the next batch starts 2 PSNs late
+        link.send(link.batch(21, 15))
+        time.sleep(0.05)
+        n = link.first()
+        link.psn = psn_add(link.psn, 19)
+        r = link.burst(n, target)
+        assert (r[0], r[3], r[8]) == (0, _fastpath.BURST_PENDING, 0)
+        # another source port: left for the caller, with its address
+        link.psn = psn_add(link.psn, -19)
+        link.send(link.batch(19, 15))
+        link.send(link.batch(34, 15), sock=other)
+        time.sleep(0.05)
+        link.psn = psn_add(link.psn, 19)
+        r = link.burst(link.first(), memoryview(target)[19 * link.mtu :])
+        assert (r[0], r[3], r[8]) == (15, _fastpath.BURST_PENDING, 0)
+        assert (socket.inet_ntoa(r[6]), r[7]) == other.getsockname()
+        assert r[4] == 15 * link.seg
+    finally:
+        other.close()
+        link.close()
+
+
+def test_a_burst_keeps_to_its_room_and_datagram_limits_and_can_leave_acks_to_the_caller() -> None:
+    link = _Link(mtu=4096)
+    base = link.psn
+    try:
+        for b in range(4):
+            link.send(link.batch(15 * b, 15, ack_at=40))
+        time.sleep(0.05)
+        target = bytearray(60 * link.mtu)
+        view = memoryview(target)
+        r = link.burst(link.first(), target, room=20)  # room for 20: a partial second batch
+        assert (r[0], r[3], r[8]) == (20, _fastpath.BURST_PENDING, 5)
+        # the third batch holds AckReq (40): without `ack` it ends the burst, the ACK owed
+        link.psn = psn_add(base, 30)
+        r = link.burst(link.first(), view[30 * link.mtu :], ack=False)
+        assert (r[0], r[1], r[2], r[3]) == (15, 0, 2, _fastpath.BURST_ACK_OWED)
+        # one datagram at most: the fourth batch, its ACK coalesced (owe 1)
+        link.send(link.batch(60, 15))
+        time.sleep(0.05)
+        link.psn = psn_add(base, 45)
+        r = link.burst(link.first(), view[45 * link.mtu :], max_dgrams=1)
+        assert (r[0], r[1], r[2], r[3]) == (15, 0, 1, _fastpath.BURST_DRAINED)
+        assert link.acks() == []
+        assert target[: 20 * link.mtu] == b"".join(link.payloads[:20])
+        assert target[20 * link.mtu : 30 * link.mtu] == bytes(10 * link.mtu)
+        assert target[30 * link.mtu :] == b"".join(link.payloads[30:60])
+        assert link.first() == 15 * link.seg  # the fifth batch is still queued
+    finally:
+        link.close()
