@@ -347,7 +347,6 @@ class _Connection:
         (nothing to interrupt) and without the per-RPC bookkeeping of `_handle_rpc`."""
         server = self.server
         obs = server.observer
-        self.qp.post_recv(wr_id=_WR_RPC)  # before the reply can reach the host: no RNR
         if obs is not None:
             obs.on_bytes(received=self.in_bytes, sent=self.out_bytes)
             obs.on_kernel_start(fn_code=fn)
@@ -374,6 +373,9 @@ class _Connection:
         server.stats.rpcs[(fn, _RESULT_NAMES.get(rc, "app_error"))] += 1
         if not self.closed.is_set():
             self._reply(rc)
+        # The next RPC's receive, after the reply (off the round trip): its request can only
+        # be handled by this thread, once this returns, so it never finds the queue empty.
+        self.qp.post_recv(wr_id=_WR_RPC)
 
     def _serve_rpcs(self) -> None:
         self.inputs = [memoryview(r.buffer) for r in self.regions if r.flags & _MRFLAGS_INPUT]
