@@ -36,6 +36,9 @@
 #define ICRC_LEN 4
 #define PSN_MASK 0xFFFFFFu
 #define MAX_SEGS 64 /* the kernel's UDP GSO/GRO segment limit, and the prefix-state tables' size */
+/* A receive burst acknowledges AckReq at its end, or as soon as this many packets were placed
+ * since its last ACK (ACKs are cumulative: one covers every AckReq before it). */
+#define ACK_SPACING 1024
 
 /* zlib-compatible CRC-32 (reflected 0xEDB88320, pre- and post-inverted): crc32(crc32(0, a), b)
  * == crc32(0, a + b), as zlib.crc32 chains. */
@@ -342,6 +345,25 @@ done:
     return result;
 }
 
+/* Sends the 20-byte ACK `pkt` (BTH + AETH with BTH byte 4 masked, then room for the ICRC) for
+ * `psn` to `to`; 0 on success, -1 with errno. */
+static int send_ack(int fd, unsigned char *pkt, uint32_t state, const struct sockaddr_in *to,
+                    unsigned long psn) {
+    pkt[4] = 0xFF;
+    put_be32(pkt + 8, (uint32_t)(psn & PSN_MASK));
+    uint32_t crc = crc32_chain(state, pkt, 16);
+    pkt[4] = 0;
+    pkt[16] = (unsigned char)crc;
+    pkt[17] = (unsigned char)(crc >> 8);
+    pkt[18] = (unsigned char)(crc >> 16);
+    pkt[19] = (unsigned char)(crc >> 24);
+    ssize_t r;
+    do {
+        r = sendto(fd, pkt, 20, 0, (const struct sockaddr *)to, sizeof *to);
+    } while (r < 0 && errno == EINTR);
+    return r < 0 ? -1 : 0;
+}
+
 enum { BURST_DRAINED = 0, BURST_PENDING = 1, BURST_ERROR = 2, BURST_ACK_OWED = 3 };
 
 PyDoc_STRVAR(
@@ -354,10 +376,11 @@ PyDoc_STRVAR(
     "(MSG_DONTWAIT, at most `max_dgrams` in all) and do the same with it, as long as it comes\n"
     "from the same address and port as a GRO batch of `seg`-byte segments. Segment k placed in\n"
     "all goes to target[pos + k*(seg-16):], with PSN psn + k.\n\n"
-    "`ack` is None or (peer_ip, state, header): after each batch with AckReq, send the 20-byte\n"
-    "ACK `header` (BTH + AETH, BTH byte 4 0xFF, PSN field filled in with the last PSN placed)\n"
-    "with its ICRC continuing `state` to peer_ip:4791; with None the burst stops after such a\n"
-    "batch and the caller owes the ACK.\n\n"
+    "`ack` is None or (peer_ip, state, header): once a packet with AckReq was placed, send the\n"
+    "20-byte ACK `header` (BTH + AETH, BTH byte 4 0xFF, PSN field filled in with the last PSN\n"
+    "placed) with its ICRC continuing `state` to peer_ip:4791, at the end of the burst or as\n"
+    "soon as 1024 packets were placed since the last ACK (ACKs are cumulative); with None the\n"
+    "burst stops after a batch with AckReq and the caller owes the ACK.\n\n"
     "Returns (placed, acks, owe, status, nbytes, seg, ip, port, done, errno): segments placed\n"
     "in all, ACKs sent, owe (0: no ACK owed, 1: a coalesced one, 2: one at once), status\n"
     "(BURST_DRAINED: all placed, and the socket had no more or a limit was reached,\n"
@@ -420,8 +443,8 @@ static PyObject *fp_rx_burst(PyObject *self, PyObject *args) {
     struct in_addr want_ip;
     memcpy(&want_ip, src_ip.buf, 4);
     uint16_t want_port = htons((uint16_t)src_port);
-    Py_ssize_t placed = 0, acks = 0, cur_n = nbytes, cur_seg = seg, left_done = 0;
-    int owe = 0, status = BURST_DRAINED, err = 0;
+    Py_ssize_t placed = 0, acks = 0, cur_n = nbytes, cur_seg = seg, left_done = 0, since = 0;
+    int owe = 0, status = BURST_DRAINED, err = 0, need = 0;
     struct sockaddr_in from;
     memset(&from, 0, sizeof from);
     from.sin_addr = want_ip;
@@ -441,38 +464,24 @@ static PyObject *fp_rx_burst(PyObject *self, PyObject *args) {
         placed += run;
         left_done = run;
         if (run > 0) {
-            if (!(ackreq & 0x80000000u)) {
-                if (owe == 0) owe = 1;
-            } else if (with_ack) {
-                uint32_t last = (uint32_t)((psn + (unsigned long)placed - 1) & PSN_MASK);
-                ack_pkt[4] = 0xFF;
-                put_be32(ack_pkt + 8, last);
-                uint32_t crc = crc32_chain(ack_state, ack_pkt, 16);
-                ack_pkt[4] = 0;
-                ack_pkt[16] = (unsigned char)crc;
-                ack_pkt[17] = (unsigned char)(crc >> 8);
-                ack_pkt[18] = (unsigned char)(crc >> 16);
-                ack_pkt[19] = (unsigned char)(crc >> 24);
-                ssize_t r;
-                do {
-                    r = sendto(fd, ack_pkt, sizeof ack_pkt, 0, (struct sockaddr *)&ack_to,
-                               sizeof ack_to);
-                } while (r < 0 && errno == EINTR);
-                if (r >= 0) {
-                    acks++;
-                    owe = 0;
-                } else {
-                    owe = 2; /* the caller sends (and counts) it */
+            since += run;
+            if (ackreq & 0x80000000u) need = 1;
+            owe = need ? 2 : 1;
+            if (need && with_ack && since >= ACK_SPACING) {
+                if (send_ack(fd, ack_pkt, ack_state, &ack_to, psn + (unsigned long)placed - 1) < 0) {
+                    status = BURST_ACK_OWED; /* the caller sends (and counts) it */
+                    break;
                 }
-            } else {
-                owe = 2;
+                acks++;
+                owe = need = 0;
+                since = 0;
             }
         }
         if (run < count || (Py_ssize_t)run * seg != cur_n) {
             status = BURST_PENDING; /* segments left over: the caller handles them */
             break;
         }
-        if (owe == 2) {
+        if (need && !with_ack) {
             status = BURST_ACK_OWED;
             break;
         }
@@ -518,6 +527,11 @@ static PyObject *fp_rx_burst(PyObject *self, PyObject *args) {
             left_done = 0;
             break;
         }
+    }
+    if (need && with_ack && status != BURST_ACK_OWED &&
+        send_ack(fd, ack_pkt, ack_state, &ack_to, psn + (unsigned long)placed - 1) == 0) {
+        acks++;
+        owe = 0; /* cumulative: it covers every segment placed */
     }
     Py_END_ALLOW_THREADS
     result = Py_BuildValue("(nniinny#Ini)", placed, acks, owe, status, cur_n, cur_seg,

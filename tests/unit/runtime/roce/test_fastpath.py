@@ -526,23 +526,25 @@ def _rx_states_for(src: str, dst: str, ports: tuple[int, int], seg: int, first4:
     return _table([zlib.crc32(b"\xff", zlib.crc32(first4, st)) for st in states])
 
 
-def test_a_burst_places_every_queued_batch_and_sends_the_acks_they_ask_for() -> None:
-    link = _Link()
+def test_a_burst_places_every_queued_batch_and_acknowledges_ackreq_cumulatively() -> None:
+    link = _Link(mtu=256)
     try:
-        # 5 batches of 15; AckReq on packets 20 and 63 (in the 2nd and 5th batch)
-        for b in range(5):
-            link.send(link.batch(15 * b, 15, ack_at=20 if b == 1 else 63))
+        # 20 batches of 60; AckReq on packets 20 and 1100
+        for b in range(20):
+            link.send(link.batch(60 * b, 60, ack_at=20 if b == 0 else 1100))
         time.sleep(0.05)
-        target = bytearray(80 * link.mtu)
+        target = bytearray(1300 * link.mtu)
         r = link.burst(link.first(), target)
         placed, acks, owe, status, nbytes, seg, _ip, _port, done, err = r
-        assert (placed, acks, owe, status, err) == (75, 2, 0, _fastpath.BURST_DRAINED, 0)
-        assert (nbytes, seg, done) == (15 * link.seg, link.seg, 15)
-        assert target[: 75 * link.mtu] == b"".join(link.payloads[:75])
-        assert target[75 * link.mtu :] == bytes(5 * link.mtu)
+        assert (placed, acks, owe, status, err) == (1200, 2, 0, _fastpath.BURST_DRAINED, 0)
+        assert (nbytes, seg, done) == (60 * link.seg, link.seg, 60)
+        assert target[: 1200 * link.mtu] == b"".join(link.payloads[:1200])
+        assert target[1200 * link.mtu :] == bytes(100 * link.mtu)
         assert link.acks() == [
-            link.reference_ack(psn_add(link.psn, 29)),  # the end of the batch holding 20
-            link.reference_ack(psn_add(link.psn, 74)),
+            # 1024 packets after the last ACK, at the end of the batch then placed
+            link.reference_ack(psn_add(link.psn, 1079)),
+            # the end of the burst
+            link.reference_ack(psn_add(link.psn, 1199)),
         ]
     finally:
         link.close()
