@@ -44,6 +44,7 @@ from naa_runtime.roce.packets import (
     syndrome_name,
 )
 from naa_runtime.roce.qp import (
+    BurstResult,
     Completion,
     OutPacket,
     QpObserver,
@@ -749,18 +750,44 @@ class Endpoint:
         """Fast path for a GRO batch that starts with consecutive RDMA WRITE MIDDLE packets of
         one QP: the QP has the compiled receiver check each segment's header, PSN and ICRC,
         place its payload and go on with the following batches of the run straight from the
-        socket (sending the ACKs they ask for). Returns (done, nbytes, seg, src): the datagram
+        socket (sending the ACKs they ask for). A burst that ends on a new datagram starting
+        another QP's run goes on with that one. Returns (done, nbytes, seg, src): the datagram
         then in `buf` and how many of its leading segments were consumed (the per-packet path
-        handles the rest: duplicates, gaps, errors, other opcodes and QPs)."""
+        handles the rest: duplicates, gaps, errors, other opcodes)."""
+        for _ in range(_BURST_DATAGRAMS):
+            r, src = self._middle_burst(buf=buf, nbytes=nbytes, seg=seg, src=src, touched=touched)
+            if r is None:
+                break
+            nbytes, seg = r.nbytes, r.seg
+            if (
+                r.status != _fastpath.BURST_PENDING
+                or r.done
+                or not r.placed  # the datagram the fast path just refused
+                or not (seg < nbytes and nbytes // seg >= 2)
+            ):
+                return r.done, nbytes, seg, src
+        return 0, nbytes, seg, src
+
+    def _middle_burst(
+        self,
+        *,
+        buf: bytearray,
+        nbytes: int,
+        seg: int,
+        src: tuple[str, int],
+        touched: set[QueuePair],
+    ) -> tuple[BurstResult | None, tuple[str, int]]:
+        """One receive burst of `_on_middle_run`: None if the batch in `buf` is not for it
+        (buf untouched), else what the QP did, and the source of the datagram then in `buf`."""
         # SE/M/pad/TVer 0 and a valid P_Key; every segment must then match these 8 bytes
         if buf[0] != _OPCODE_RDMA_WRITE_MIDDLE or buf[1] != 0 or buf[2] & 0x7F != 0x7F:
-            return 0, nbytes, seg, src
+            return None, src
         first8 = bytes(buf[0:8])
         if first8[3] != 0xFF:
-            return 0, nbytes, seg, src
+            return None, src
         entry = self._qps.get(int.from_bytes(first8[5:8], "big"))
         if entry is None or entry[1] != src[0]:
-            return 0, nbytes, seg, src
+            return None, src
         qp = entry[0]
         key5 = (src[0], src[1], seg, first8[:4])
         cached = self._prefix_rx5.get(key5)
@@ -804,7 +831,7 @@ class Endpoint:
             max_dgrams=_BURST_DATAGRAMS,
         )
         if r.status < 0:  # the QP took nothing; buf is untouched
-            return 0, nbytes, seg, src
+            return None, src
         stats = self.stats
         if r.placed:
             stats.packets_rx += r.placed
@@ -817,7 +844,7 @@ class Endpoint:
             stats.dropped[f"rx_error_{r.errno}"] += 1
         if r.ip != cached[0] or r.port != src[1]:
             src = (socket.inet_ntoa(r.ip), r.port)
-        return r.done, r.nbytes, r.seg, src
+        return r, src
 
     def _on_datagram(
         self,

@@ -37,15 +37,30 @@ VA = 0x10000
 
 
 class _Peer:
-    def __init__(self, naa: Endpoint, qpn: int, psn: int, rkey: int) -> None:
-        self.naa, self.qpn, self.psn, self.rkey = naa, qpn, psn, rkey
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
-        self.sock.bind((next_loopback(), 4791))
-        self.sock.settimeout(10)
+    """One requester QP (peer QPN `peer_qpn`) writing one message to the endpoint's QP `qpn`;
+    peers given the same `sock` share one source address and port."""
+
+    def __init__(
+        self,
+        naa: Endpoint,
+        qpn: int,
+        psn: int,
+        rkey: int,
+        *,
+        sock: socket.socket | None = None,
+        peer_qpn: int = PEER_QPN,
+    ) -> None:
+        self.naa, self.qpn, self.psn, self.rkey, self.peer_qpn = naa, qpn, psn, rkey, peer_qpn
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+            sock.bind((next_loopback(), 4791))
+            sock.settimeout(10)
+        self.sock = sock
         self.address = self.sock.getsockname()[0]
-        rng = random.Random(5)
+        rng = random.Random(peer_qpn)
         self.message = rng.randbytes(PACKETS * MTU)
+        self.va = VA
 
     def packet(self, k: int, ip_id: int, *, ack_req: bool = False, corrupt: bool = False) -> bytes:
         payload = self.message[k * MTU : (k + 1) * MTU]
@@ -53,7 +68,7 @@ class _Peer:
         if k == 0:
             op, reth = (
                 Opcode.RDMA_WRITE_FIRST,
-                RETH(va=VA, rkey=self.rkey, dma_len=len(self.message)),
+                RETH(va=self.va, rkey=self.rkey, dma_len=len(self.message)),
             )
         elif k == PACKETS - 1:
             op = Opcode.RDMA_WRITE_LAST
@@ -96,7 +111,9 @@ class _Peer:
                 sport=4791,
             )
             op, _b1, _pkey, dqp, psn, aeth = struct.unpack("!BBHIII", body)
-            assert (op, dqp) == (Opcode.ACKNOWLEDGE, PEER_QPN)
+            assert op == Opcode.ACKNOWLEDGE
+            if dqp != self.peer_qpn:  # another peer's on a shared socket
+                continue
             if (aeth >> 24, psn) == (syndrome, want):
                 return
             assert aeth >> 24 in (0x1F, 0x60), f"unexpected syndrome {aeth >> 24:#x}"
@@ -158,3 +175,46 @@ def test_lost_corrupt_and_repeated_gso_batches_end_in_the_exact_message(
     assert dropped["duplicate_psn"] == 15
     assert dropped["out_of_sequence_psn"] >= 15 + 10
     assert naa.stats.naks_sent["psn_sequence_error"] == 2
+
+
+def test_interleaved_runs_of_two_qps_from_one_socket_both_arrive_exactly() -> None:
+    naa = Endpoint(address=next_loopback())
+    try:
+        memory = MemoryTable()
+        regions = [bytearray(PACKETS * MTU) for _ in range(2)]
+        peers: list[_Peer] = []
+        sock = None
+        for i, region in enumerate(regions):
+            mr = memory.register(region, va=VA + i * len(region))
+            peer = _Peer(naa, naa.reserve_qpn(), 100 * i, mr.rkey, sock=sock, peer_qpn=PEER_QPN + i)
+            sock = peer.sock
+            naa.create_qp(
+                peer_ip=peer.address,
+                peer_qpn=peer.peer_qpn,
+                send_psn=1,
+                expect_psn=peer.psn,
+                memory=memory,
+                on_completion=lambda _c: None,
+                qpn=peer.qpn,
+            )
+            peers.append(peer)
+        # the second region's RETH must point at its own VA
+        peers[1].va = VA + len(regions[0])
+        naa.start()
+        for p in peers:
+            p.send(0, 1)
+        # batches of the two messages alternate on the wire, queued faster than read
+        for first in range(1, PACKETS - 1, 15):
+            for p in peers:
+                p.send(first, min(15, PACKETS - 1 - first))
+        for p in peers:
+            p.send(PACKETS - 1, 1, ack_at=PACKETS - 1)
+        for p in peers:
+            p.expect(0x1F, PACKETS - 1)
+        for p, region in zip(peers, regions, strict=True):
+            assert region == p.message
+        assert not naa.stats.dropped, naa.stats.dropped
+    finally:
+        naa.stop()
+        if sock is not None:
+            sock.close()
