@@ -21,6 +21,9 @@
 #include <sys/uio.h>
 
 #include <isa-l/crc.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #ifndef SOL_UDP
 #define SOL_UDP 17
@@ -267,6 +270,29 @@ done:
 
 /* ------------------------------------------------------------------------------- receiver */
 
+/* memcpy for payloads into a message's target: a 64 MiB write does not fit in any cache, so
+ * its bytes are stored around the cache (SSE2 non-temporal stores, which also skip reading
+ * each destination line before writing it); the caller issues the store fence. */
+static void copy_to_target(unsigned char *d, const unsigned char *s, size_t n) {
+#if defined(__SSE2__)
+    /* A misaligned target takes plain memcpy: streaming all but the edge lines of each payload
+     * measured slower than memcpy. */
+    if (n >= 256 && ((uintptr_t)d & 15) == 0) {
+        for (; n >= 64; n -= 64, d += 64, s += 64) {
+            __m128i a = _mm_loadu_si128((const __m128i *)s);
+            __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+            __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
+            __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
+            _mm_stream_si128((__m128i *)d, a);
+            _mm_stream_si128((__m128i *)(d + 16), b);
+            _mm_stream_si128((__m128i *)(d + 32), c);
+            _mm_stream_si128((__m128i *)(d + 48), e);
+        }
+    }
+#endif
+    memcpy(d, s, n);
+}
+
 /* Checks the first `count` segments of `seg` bytes at `src` (first 8 bytes equal f8, PSN
  * psn + i, ICRC against states[i] unless states is NULL) and copies each one's payload to
  * dst + i * (seg - 16) once it passed. Returns how many passed; ORs their BTH word 3 into
@@ -285,9 +311,12 @@ static Py_ssize_t place_segments(const unsigned char *src, Py_ssize_t seg, Py_ss
             uint32_t crc = crc32_chain(states[run], s + 5, (size_t)(seg - 5 - ICRC_LEN));
             if (crc != get_le32(s + seg - ICRC_LEN)) break;
         }
-        memcpy(dst + (size_t)run * (size_t)width, s + BTH_LEN, (size_t)width);
+        copy_to_target(dst + (size_t)run * (size_t)width, s + BTH_LEN, (size_t)width);
         *ackreq |= w3;
     }
+#if defined(__SSE2__)
+    if (run > 0) _mm_sfence(); /* the streamed payloads are visible before the caller goes on */
+#endif
     return run;
 }
 
