@@ -55,4 +55,5 @@ lock:
 	$(BIN)/uv pip compile -q --python-version 3.11 --extra bench --extra poet -c requirements.lock pyproject.toml -o requirements-bench.lock
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build
+	find naa_runtime -name '*.so' -delete
