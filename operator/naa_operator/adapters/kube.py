@@ -16,12 +16,14 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from naa_operator.adapters.informer import Informer
 from naaice.api import ANNOTATION_BOUND_AT, ANNOTATION_BOUND_ENERGY, ANNOTATION_UNBOUND_AT
 
 T = TypeVar("T")
@@ -70,6 +72,21 @@ class LeaseInfo:
     """`naaice.io/unbound-at` when a release already closed this binding's energy window."""
     bound_energy: str = ""
     """`naaice.io/bound-energy`: the NAA's sensor reading just before the bind, when recorded."""
+
+
+def lease_info(item: Mapping[str, Any]) -> LeaseInfo:
+    """An allocation Lease's body as the operator reads it."""
+    meta = item.get("metadata") or {}
+    notes = meta.get("annotations") or {}
+    return LeaseInfo(
+        name=meta.get("name", ""),
+        naa=(meta.get("labels") or {}).get(f"{GROUP}/naa", ""),
+        holder=(item.get("spec") or {}).get("holderIdentity") or "",
+        uid=meta.get("uid", ""),
+        bound_at=notes.get(ANNOTATION_BOUND_AT, ""),
+        unbound_at=notes.get(ANNOTATION_UNBOUND_AT, ""),
+        bound_energy=notes.get(ANNOTATION_BOUND_ENERGY, ""),
+    )
 
 
 def load_api_client(*, kubeconfig: str | None = None, pool: int = 32) -> k8s.ApiClient:
@@ -129,24 +146,29 @@ class Kube:
         the next call pays a new TLS handshake (on both ends) for it."""
         resp.data  # noqa: B018 - reading `.data` consumes the body and releases the connection
 
-    # NAAJobs ------------------------------------------------------------------------------
+    # Informers (list + watch, each in its own thread) ----------------------------------------
 
-    async def list_naajobs(self, namespace: str | None) -> list[Body]:
-        def call() -> Body:
-            if namespace is None:
-                return self._json(
-                    self._custom.list_cluster_custom_object(
-                        GROUP, VERSION, NAAJOBS, _preload_content=False
-                    )
-                )
-            return self._json(
-                self._custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, NAAJOBS, _preload_content=False
-                )
+    def naajob_informer(self, namespace: str | None) -> Informer:
+        if namespace is None:
+            fn = partial(self._custom.list_cluster_custom_object, GROUP, VERSION, NAAJOBS)
+        else:
+            fn = partial(
+                self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, NAAJOBS
             )
+        return Informer(name="naajobs", list_fn=fn)
 
-        items: list[Body] = (await self._run("list NAAJobs", call)).get("items", [])
-        return items
+    def pod_informer(self, namespace: str | None, selector: str) -> Informer:
+        if namespace is None:
+            fn = partial(self._core.list_pod_for_all_namespaces)
+        else:
+            fn = partial(self._core.list_namespaced_pod, namespace)
+        return Informer(name="pods", list_fn=fn, label_selector=selector)
+
+    def lease_informer(self, namespace: str, selector: str) -> Informer:
+        fn = partial(self._coord.list_namespaced_lease, namespace)
+        return Informer(name="leases", list_fn=fn, label_selector=selector)
+
+    # NAAJobs ------------------------------------------------------------------------------
 
     async def get_naajob(self, namespace: str, name: str) -> Body | None:
         try:
@@ -161,19 +183,20 @@ class Kube:
         except NotFound:
             return None
 
-    async def patch_naajob_status(self, namespace: str, name: str, status: Body) -> Body:
-        """Merge-patch `status` (the status subresource)."""
+    async def patch_naajob_status(
+        self, namespace: str, name: str, status: Body, *, resource_version: str | None = None
+    ) -> Body:
+        """Merge-patch `status` (the status subresource); with `resource_version`, only if
+        the job is still at that version (else `Conflict`): optimistic concurrency for
+        writes decided on a cached read."""
+        patch: Body = {"status": status}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
         return await self._run(
             f"patch status of NAAJob {namespace}/{name}",
             lambda: self._json(
                 self._custom.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    NAAJOBS,
-                    name,
-                    {"status": status},
-                    _preload_content=False,
+                    GROUP, VERSION, namespace, NAAJOBS, name, patch, _preload_content=False
                 )
             ),
         )
@@ -217,7 +240,7 @@ class Kube:
 
     # Leases -----------------------------------------------------------------------------------
 
-    async def list_leases(self, namespace: str, selector: str) -> list[LeaseInfo]:
+    async def list_lease_bodies(self, namespace: str, selector: str) -> list[Body]:
         raw = await self._run(
             f"list Leases in {namespace}",
             lambda: self._json(
@@ -226,21 +249,8 @@ class Kube:
                 )
             ),
         )
-        out = []
-        for item in raw.get("items", []):
-            meta = item.get("metadata", {})
-            out.append(
-                LeaseInfo(
-                    name=meta.get("name", ""),
-                    naa=(meta.get("labels") or {}).get(f"{GROUP}/naa", ""),
-                    holder=(item.get("spec") or {}).get("holderIdentity") or "",
-                    uid=meta.get("uid", ""),
-                    bound_at=(meta.get("annotations") or {}).get(ANNOTATION_BOUND_AT, ""),
-                    unbound_at=(meta.get("annotations") or {}).get(ANNOTATION_UNBOUND_AT, ""),
-                    bound_energy=(meta.get("annotations") or {}).get(ANNOTATION_BOUND_ENERGY, ""),
-                )
-            )
-        return out
+        items: list[Body] = raw.get("items", [])
+        return items
 
     async def get_lease(self, namespace: str, name: str) -> Body | None:
         try:
@@ -276,14 +286,15 @@ class Kube:
 
     async def annotate_lease(
         self, namespace: str, name: str, annotations: Mapping[str, str], *, uid: str
-    ) -> bool:
+    ) -> Body | None:
         """Merge `annotations` into the Lease with `uid` (a JSON merge patch whose
-        `metadata.uid` is a precondition); False when it is gone or was recreated."""
+        `metadata.uid` is a precondition); the new body, or None when it is gone or was
+        recreated."""
         patch: Body = {"metadata": {"uid": uid, "annotations": dict(annotations)}}
         try:
-            await self._run(
+            return await self._run(
                 f"annotate Lease {namespace}/{name}",
-                lambda: self._drained(
+                lambda: self._json(
                     self._coord.patch_namespaced_lease(
                         name,
                         namespace,
@@ -294,8 +305,7 @@ class Kube:
                 ),
             )
         except (NotFound, Conflict):
-            return False
-        return True
+            return None
 
     async def delete_lease(self, namespace: str, name: str, *, uid: str | None = None) -> bool:
         """Delete a Lease (only the one with `uid`, when given); False if it was not there."""
@@ -313,7 +323,7 @@ class Kube:
             return False
         return True
 
-    # Pods, ConfigMaps, Secrets, Events -----------------------------------------------------
+    # Pods, Secrets, Events -----------------------------------------------------------
 
     async def list_pods(self, namespace: str, selector: str) -> list[Body]:
         items: list[Body] = (
@@ -328,18 +338,17 @@ class Kube:
         ).get("items", [])
         return items
 
-    async def create_pod(self, namespace: str, body: Body) -> bool:
-        """Create a pod; False when a pod of that name exists already."""
+    async def create_pod(self, namespace: str, body: Body) -> Body | None:
+        """Create a pod; the created body, or None when a pod of that name exists already."""
         try:
-            await self._run(
+            return await self._run(
                 f"create pod {namespace}/{body['metadata']['name']}",
-                lambda: self._drained(
+                lambda: self._json(
                     self._core.create_namespaced_pod(namespace, body, _preload_content=False)
                 ),
             )
         except Conflict:
-            return False
-        return True
+            return None
 
     async def delete_pod(self, namespace: str, name: str, *, grace: int | None = None) -> None:
         with contextlib.suppress(NotFound):
@@ -348,25 +357,6 @@ class Kube:
                 lambda: self._drained(
                     self._core.delete_namespaced_pod(
                         name, namespace, grace_period_seconds=grace, _preload_content=False
-                    )
-                ),
-            )
-
-    async def apply_configmap(self, namespace: str, body: Body) -> None:
-        name = body["metadata"]["name"]
-        try:
-            await self._run(
-                f"create ConfigMap {namespace}/{name}",
-                lambda: self._drained(
-                    self._core.create_namespaced_config_map(namespace, body, _preload_content=False)
-                ),
-            )
-        except Conflict:
-            await self._run(
-                f"replace ConfigMap {namespace}/{name}",
-                lambda: self._drained(
-                    self._core.patch_namespaced_config_map(
-                        name, namespace, {"data": body["data"]}, _preload_content=False
                     )
                 ),
             )

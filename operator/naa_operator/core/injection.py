@@ -3,8 +3,9 @@
 Called by `services.jobs` (pods the operator creates) and `services.admission` (pods other
 controllers create, through the mutating webhook). Three forms, as contracts.md fixes them:
 `NAA_SPEC` in the original NAAICE `address:port:fn_code:param_count` comma list (unmodified host
-programs read it), `NAAICE_NAA_SPEC_JSON`, and the file `/etc/naaice/naa-spec.json` from a
-ConfigMap named `<job>-naa-spec`."""
+programs read it), `NAAICE_NAA_SPEC_JSON`, and the file `/etc/naaice/naa-spec.json`: a
+downward-API volume projecting the pod's own annotation `naaice.io/naa-spec` (the same JSON), so
+the file costs no extra object and no extra API call, and lives and dies with the pod."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ ENV_SPEC_JSON = "NAAICE_NAA_SPEC_JSON"
 SPEC_DIR = "/etc/naaice"
 SPEC_FILE = "naa-spec.json"
 VOLUME = "naaice-naa-spec"
+ANNOTATION_SPEC = "naaice.io/naa-spec"
+"""The pod annotation holding the JSON form; the spec file is projected from it."""
 LABEL_JOB = "naaice.io/naajob"
 LABEL_ATTEMPT = "naaice.io/attempt"
 
@@ -84,13 +87,15 @@ def render_json_for_job(job: Mapping[str, Any], assignments: Sequence[Assignment
     )
 
 
-def configmap_name(job: str) -> str:
-    return f"{job}-naa-spec"
+def spec_annotations(as_json: str) -> dict[str, str]:
+    """The annotations a pod needs besides `inject`'s spec: the file's content."""
+    return {ANNOTATION_SPEC: as_json}
 
 
-def inject(pod_spec: Mapping[str, Any], *, job: str, original: str, as_json: str) -> dict[str, Any]:
+def inject(pod_spec: Mapping[str, Any], *, original: str, as_json: str) -> dict[str, Any]:
     """A copy of `pod_spec` whose containers (and init containers) get both env vars and the
-    spec file mounted; existing values of those env vars are replaced."""
+    spec file mounted; existing values of those env vars are replaced. The file's volume
+    projects the pod's annotation `ANNOTATION_SPEC` (`spec_annotations`)."""
     spec = copy.deepcopy(dict(pod_spec))
     for field in ("initContainers", "containers"):
         containers = spec.get(field) or []
@@ -111,7 +116,19 @@ def inject(pod_spec: Mapping[str, Any], *, job: str, original: str, as_json: str
         if containers:
             spec[field] = containers
     volumes = [v for v in spec.get("volumes") or [] if v.get("name") != VOLUME]
-    volumes.append({"name": VOLUME, "configMap": {"name": configmap_name(job)}})
+    volumes.append(
+        {
+            "name": VOLUME,
+            "downwardAPI": {
+                "items": [
+                    {
+                        "path": SPEC_FILE,
+                        "fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_SPEC}']"},
+                    }
+                ]
+            },
+        }
+    )
     spec["volumes"] = volumes
     return spec
 
@@ -148,7 +165,7 @@ def job_pod(
     labels = dict(meta.get("labels") or {})
     labels[LABEL_JOB] = job_name
     labels[LABEL_ATTEMPT] = str(attempt)
-    spec = inject(template.get("spec") or {}, job=job_name, original=original, as_json=as_json)
+    spec = inject(template.get("spec") or {}, original=original, as_json=as_json)
     spec["restartPolicy"] = "Never"
     return {
         "apiVersion": "v1",
@@ -157,7 +174,7 @@ def job_pod(
             "name": pod_name,
             "namespace": namespace,
             "labels": labels,
-            "annotations": dict(meta.get("annotations") or {}),
+            "annotations": {**(meta.get("annotations") or {}), **spec_annotations(as_json)},
             "ownerReferences": [
                 {
                     "apiVersion": api_version,

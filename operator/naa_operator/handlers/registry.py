@@ -1,8 +1,11 @@
 """Kopf handlers of the operator, registered into a fresh `OperatorRegistry` per operator so
 several operators (tests, two replicas) can live in one process.
 
-Handlers are thin: watch events only enqueue a job key or trigger a scheduling pass on the
-`Controller`; the admission handler asks `services.admission` and maps its verdict to Kopf."""
+Handlers are thin: NAA and Bitstream watch events update the `Controller`'s view of them and
+trigger a scheduling pass; the admission handler asks `services.admission` and maps its verdict
+to Kopf. NAAJobs, their pods and the allocation Leases are not watched through Kopf: the
+controller's own informers watch them into its caches (with the resourceVersion bookkeeping and
+the relist on 410 that reading from a cache needs) and enqueue the jobs."""
 
 from __future__ import annotations
 
@@ -20,16 +23,8 @@ LABEL_JOB = "naaice.io/naajob"
 
 
 def build_registry(*, controller: Controller, admission: Admission | None) -> kopf.OperatorRegistry:
-    """Handlers for NAAJobs, their pods, NAAs, Bitstreams and (optionally) pod admission."""
+    """Handlers for NAAs, Bitstreams and (optionally) pod admission."""
     registry = kopf.OperatorRegistry()
-
-    @kopf.on.event("naaice.io", "v1alpha1", "naajobs", registry=registry)
-    def naajob_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        controller.job_event(type, dict(body))
-
-    @kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT}, registry=registry)
-    def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        controller.pod_event(type, dict(body))
 
     @kopf.on.event("naaice.io", "v1alpha1", "networkattachedaccelerators", registry=registry)
     def naa_event(type: str | None, body: kopf.Body, **_: Any) -> None:
@@ -54,10 +49,10 @@ def build_registry(*, controller: Controller, admission: Admission | None) -> ko
         )
         async def inject(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
             try:
-                spec = await admission.mutate(dict(body))
+                change = await admission.mutate(dict(body))
             except AdmissionDenied as exc:
                 raise kopf.AdmissionError(str(exc), code=403) from exc
-            if spec is not None:
-                patch["spec"] = spec
+            if change is not None:
+                patch.update(change)
 
     return registry

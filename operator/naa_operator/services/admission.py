@@ -24,7 +24,8 @@ class Admission:
         self.kube = kube
 
     async def mutate(self, pod: dict[str, Any]) -> dict[str, Any] | None:
-        """The pod's new `spec`, or None when nothing changes."""
+        """A merge patch of the pod (its new `spec`, and the annotation its spec file is
+        projected from), or None when nothing changes."""
         meta = pod.get("metadata") or {}
         namespace = meta.get("namespace") or "default"
         job_name = (meta.get("labels") or {}).get(injection.LABEL_JOB, "")
@@ -53,10 +54,12 @@ class Admission:
             )
         if cond.is_terminal(conds):
             raise AdmissionDenied(f"NAAJob {namespace}/{job_name} has finished")
+        as_json = injection.render_json_for_job(job, assigned)
         new = injection.inject(
-            pod.get("spec") or {},
-            job=job_name,
-            original=injection.render_original(assigned),
-            as_json=injection.render_json_for_job(job, assigned),
+            pod.get("spec") or {}, original=injection.render_original(assigned), as_json=as_json
         )
-        return None if new == pod.get("spec") else new
+        notes = injection.spec_annotations(as_json)
+        have = meta.get("annotations") or {}
+        if new == pod.get("spec") and all(have.get(k) == v for k, v in notes.items()):
+            return None
+        return {"spec": new, "metadata": {"annotations": notes}}

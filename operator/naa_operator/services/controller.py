@@ -1,14 +1,25 @@
 """The NAAJob controller: a work queue of job keys, a scheduling pass, leader election and the
 per-job reconcile that carries out `core.lifecycle`'s decisions.
 
-Called by `handlers` (which only enqueue keys or trigger a pass when Kopf sees an event) and
-run by the CLI next to Kopf. Level-triggered: every reconcile reads the job, its Leases and its
-pods from the API and acts on what it finds, so a crash anywhere is repaired by the next run.
+Called by `handlers` (which trigger a pass when Kopf sees an NAA or Bitstream change) and run
+by the CLI next to Kopf. Level-triggered: every reconcile reads the job, its Leases and its
+pods and acts on what it finds, so a crash anywhere is repaired by the next run.
 Order of writes that makes that true:
 - a terminal condition (with the job's energy) is written *before* its Leases are deleted;
 - Leases are created before `status.assignedNAAs` names them; a job holding Leases that its
   status does not name is rolled back by the next pass;
 - pod names are deterministic per attempt, so creating a pod twice is a 409, not a duplicate.
+
+The reads come from informer caches (`services.cache`, fed by watches of NAAJobs, the jobs'
+pods and the allocation Leases, and by this process's own writes), not from the API. A cache
+may lag behind the cluster, so a stale read may cost a retry but never a double allocation:
+- every write to an NAAJob carries the resourceVersion of the body it was decided on (a 409
+  refreshes the job from the API and reconciles again);
+- Lease creation is the lock (a 409 means taken), whatever the cache said;
+- the steps that destroy or start something on the strength of a read (roll back, lost Leases,
+  clean old pods, create pods, flash) re-read the job, its Leases and its pods from the API
+  and decide again first;
+- a job's Leases are deleted only after a LIST from the API shows none of its pods alive.
 """
 
 from __future__ import annotations
@@ -22,7 +33,16 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, S
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from naa_operator.adapters.kube import Body, Conflict, Kube, KubeError, LeaseInfo, NotFound
+from naa_operator.adapters.informer import Informer
+from naa_operator.adapters.kube import (
+    Body,
+    Conflict,
+    Kube,
+    KubeError,
+    LeaseInfo,
+    NotFound,
+    lease_info,
+)
 from naa_operator.adapters.management import Management, ManagementError, Rejected, Unreachable
 from naa_operator.core import conditions as cond
 from naa_operator.core import injection
@@ -38,6 +58,7 @@ from naa_operator.core.lifecycle import (
 from naa_operator.core.model import Assignment, BitstreamView, JobView, NAAView
 from naa_operator.core.placement import first_fit
 from naa_operator.services import views
+from naa_operator.services.cache import Store
 from naa_operator.services.metrics import OperatorMetrics
 from naaice.api import (
     ANNOTATION_BOUND_AT,
@@ -58,6 +79,28 @@ LABEL_NAA = "naaice.io/naa"
 LABEL_HOLDER_UID = "naaice.io/holder-uid"
 LEADER_LEASE = "naaice-operator-leader"
 
+# Steps decided on a cached read that are re-decided on a fresh read from the API before they
+# are carried out: each destroys or starts something whose safety depends on that read.
+_CONFIRM = frozenset(
+    {Step.ROLLBACK, Step.LOST_LEASES, Step.CLEAN_OLD_PODS, Step.CREATE_PODS, Step.FLASH}
+)
+
+
+def _pod_job(body: Mapping[str, Any]) -> str | None:
+    meta = body.get("metadata") or {}
+    job = (meta.get("labels") or {}).get(injection.LABEL_JOB)
+    return f"{meta.get('namespace')}/{job}" if job else None
+
+
+def _lease_holder_uid(body: Mapping[str, Any]) -> str | None:
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    uid = labels.get(LABEL_HOLDER_UID)
+    return str(uid) if uid else None
+
+
+def _live(pod: Body) -> bool:
+    return views.pod_view(pod).phase not in ("Succeeded", "Failed")
+
 
 @dataclass(frozen=True)
 class OperatorConfig:
@@ -75,6 +118,9 @@ class OperatorConfig:
     leader_election: bool = True
     leader_lease_seconds: float = 8.0
     lost_after_seconds: float = 5.0
+    pending_grace_seconds: float = 1.0
+    """How long a job that does not fit waits before its `Scheduled=False` verdict (and the
+    Warning event with the trace) is written."""
 
 
 def _now_ns() -> int:
@@ -189,14 +235,28 @@ class Controller:
         self._bs_cache: dict[str, Body] = {}
         self._cache_primed = False
         self._last_sample: dict[str, Sample] = {}
-        self._pass_reads_s = 0.0  # the last pass's reads and placement, seconds (log)
-        self._lock_wait = 0.0  # the last pass's longest wait for a job's lock, seconds (log)
+        # Binds the passes started and that have not finished: their jobs are not placed
+        # again and their NAAs are not offered to another job meanwhile.
+        self._binding_jobs: set[str] = set()
+        self._binding_naas: set[str] = set()
         # resourceVersion of the job as our own last write left it, for the writes whose
         # follow-up the writer carries out itself: their watch events need no reconcile.
         self._written: dict[str, str] = {}
         # Per pod ("namespace/name"): the last view (what the decision reads of a pod) that
         # enqueued its job, or the view of a pod this controller just created.
         self._pod_views: dict[str, PodView] = {}
+        # Informer caches: NAAJobs, their pods (indexed by "namespace/job"), allocation Leases
+        # (indexed by holder UID). Nothing acts before all three have listed once.
+        self.jobs = Store()
+        self.pods = Store(index=_pod_job)
+        self.leases = Store(index=_lease_holder_uid)
+        self._synced = asyncio.Event()
+        self._informers: list[Informer] = []
+        # Jobs that the last passes could not place: when that was first seen (monotonic).
+        self._pending_since: dict[str, float] = {}
+        self._pass_timer: asyncio.TimerHandle | None = None
+        # (resourceVersion, future) of releases waiting for the pod watch to get that far.
+        self._pod_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # ---------------------------------------------------------------- entry points for handlers
 
@@ -214,6 +274,7 @@ class Controller:
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         if event_type == "DELETED":
             self._written.pop(key, None)
+            self._pending_since.pop(key, None)
         elif meta.get("resourceVersion") and self._written.get(key) == meta["resourceVersion"]:
             return
         self.enqueue(key)
@@ -243,12 +304,91 @@ class Controller:
         if rv:
             self._written[key] = str(rv)
 
+    def _pods_progressed(self) -> None:
+        waiting = []
+        for version, fut in self._pod_waiters:
+            if version <= self.pods.streamed:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                waiting.append((version, fut))
+        self._pod_waiters = waiting
+
+    async def _pods_streamed_to(self, version: int, *, timeout: float) -> bool:
+        """Whether the pod watch has delivered everything up to `version` (within
+        `timeout`): then every pod created before it is in the cache."""
+        if self.pods.streamed >= version:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pod_waiters.append((version, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def lease_event(self, event_type: str | None, body: Body) -> None:
+        """A watch event of an allocation Lease: a deleted one frees its NAA for a pass."""
+        if event_type == "DELETED":
+            self.trigger_schedule()
+
     @property
     def leader(self) -> bool:
         return self._leader
 
+    def _start_informers(self) -> None:
+        """Watch NAAJobs, their pods and the allocation Leases into the caches; each event
+        that brings news goes to the matching reaction (`job_event`, …)."""
+        feeds: list[tuple[Informer, Store, Callable[[str | None, Body], None]]] = [
+            (self.kube.naajob_informer(self.config.namespace), self.jobs, self.job_event),
+            (
+                self.kube.pod_informer(self.config.namespace, injection.LABEL_JOB),
+                self.pods,
+                self.pod_event,
+            ),
+            (
+                self.kube.lease_informer(self.config.lease_namespace, LABEL_NAA),
+                self.leases,
+                self.lease_event,
+            ),
+        ]
+        stores = [store for _, store, _ in feeds]
+
+        def listed(
+            store: Store, react: Callable[[str | None, Body], None]
+        ) -> Callable[[list[Body], str], None]:
+            def on_list(items: list[Body], version: str) -> None:
+                for kind, body in store.replace(items, version):
+                    react(kind, dict(body))
+                if all(s.synced for s in stores) and not self._synced.is_set():
+                    log.info(
+                        "caches synced: %d NAAJobs, %d pods, %d Leases",
+                        len(self.jobs),
+                        len(self.pods),
+                        len(self.leases),
+                    )
+                    self._synced.set()
+
+            return on_list
+
+        def watched(
+            store: Store, react: Callable[[str | None, Body], None]
+        ) -> Callable[[str, Body], None]:
+            def on_event(kind: str, body: Body) -> None:
+                if store.observe(kind, body):
+                    react(kind, body)
+                if store is self.pods and self._pod_waiters:
+                    self._pods_progressed()
+
+            return on_event
+
+        for informer, store, react in feeds:
+            informer.start(on_list=listed(store, react), on_event=watched(store, react))
+            self._informers.append(informer)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run workers, the scheduler, samplers and leader election until `stop` is set."""
+        self._start_informers()
         loops: list[Callable[[], Awaitable[None]]] = [
             self._scheduler_loop,
             self._resync_loop,
@@ -266,6 +406,8 @@ class Controller:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for informer in self._informers:
+            informer.stop()
         if self.config.leader_election and self._leader:
             await self._resign()
 
@@ -283,6 +425,7 @@ class Controller:
     # ------------------------------------------------------------------------------- loops
 
     async def _worker(self) -> None:
+        await self._synced.wait()
         while True:
             key = await self.queue.get()
             try:
@@ -290,6 +433,11 @@ class Controller:
                     await self.reconcile(key)
             except asyncio.CancelledError:
                 raise
+            except Conflict as exc:
+                # Decided on a cached job that has changed since: `_patch_status` refreshed
+                # the cache, so decide again at once.
+                log.info("reconcile of %s raced a change, again: %s", key, exc)
+                self.queue.add(key)
             except (KubeError, ManagementError) as exc:
                 log.warning("reconcile of %s failed, retrying: %s", key, exc)
                 self._requeue_after(key, 1.0 + random.random())
@@ -311,6 +459,7 @@ class Controller:
         self.queue.add(key)
 
     async def _scheduler_loop(self) -> None:
+        await self._synced.wait()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._schedule.wait(), timeout=self.config.resync_seconds)
@@ -321,13 +470,11 @@ class Controller:
                 started = time.perf_counter()
                 placed, waiting = await self.schedule_pass()
                 log.info(
-                    "scheduling pass: %d placed, %d waiting, %.0f ms (reads and placement %.0f ms,"
-                    " longest wait for a job's lock %.0f ms)",
+                    "scheduling pass: %d placed, %d waiting, %.0f ms (%d binds under way)",
                     placed,
                     waiting,
                     1e3 * (time.perf_counter() - started),
-                    1e3 * self._pass_reads_s,
-                    1e3 * self._lock_wait,
+                    len(self._binding_jobs),
                 )
             except (KubeError, ManagementError) as exc:
                 log.warning("scheduling pass failed, retrying: %s", exc)
@@ -335,15 +482,12 @@ class Controller:
                 self._schedule.set()
 
     async def _resync_loop(self) -> None:
+        await self._synced.wait()
         while True:
             await asyncio.sleep(self.config.resync_seconds)
             if not self._leader:
                 continue
-            try:
-                jobs = await self.kube.list_naajobs(self.config.namespace)
-            except KubeError as exc:
-                log.warning("resync failed: %s", exc)
-                continue
+            jobs = self.jobs.items()
             counts = dict.fromkeys((*cond.ALL_TYPES, "Pending"), 0)
             for body in jobs:
                 conds = views.job_conditions(body)
@@ -377,7 +521,8 @@ class Controller:
             self.metrics.is_leader.set(1 if self._leader else 0)
             if self._leader and not was:
                 log.info("%s became the leader (Lease %s/%s)", cfg.identity, ns, LEADER_LEASE)
-                for body in await self.kube.list_naajobs(cfg.namespace):
+                # Before the caches are synced their first LIST enqueues every job anyway.
+                for body in self.jobs.items():
                     self.enqueue(views.job_key(body))
                 self._schedule.set()
             elif was and not self._leader:
@@ -454,9 +599,6 @@ class Controller:
             self._access[access.name] = access
         return naas, [views.bitstream_view(b) for b in list(self._bs_cache.values())]
 
-    async def _allocation_leases(self, selector: str = LABEL_NAA) -> list[LeaseInfo]:
-        return await self.kube.list_leases(self.config.lease_namespace, selector)
-
     def exclude(self, naa: str, why: str) -> None:
         self._excluded[naa] = (time.monotonic() + self.config.exclude_seconds, why)
 
@@ -490,19 +632,25 @@ class Controller:
 
     async def schedule_pass(self) -> tuple[int, int]:
         """Place every job that waits for NAAs, acquire their Leases and record the result;
-        returns (placed, still waiting)."""
-        t_reads = time.perf_counter()
-        self._lock_wait = 0.0
-        jobs, leases, (naas, bitstreams) = await asyncio.gather(
-            self.kube.list_naajobs(self.config.namespace),
-            self._allocation_leases(),
-            self._naas_and_bitstreams(),
-        )
+        returns (placed, still waiting).
+
+        The binds (Leases, finalizer, status) run in the background: a pass takes
+        milliseconds, so an NAA that frees up is offered at once rather than after the binds
+        of the pass under way. Their jobs and NAAs count as taken until they finish; a Lease
+        create is the lock in any case, and a bind checks its job again under the job's lock."""
+        naas, bitstreams = await self._naas_and_bitstreams()
+        jobs = self.jobs.items()
+        # A Lease the cache lacks can only make a placement collide: its create is then a 409.
+        leases = [lease_info(b) for b in self.leases.items()]
         by_uid = {b["metadata"]["uid"]: b for b in jobs}
         leased: dict[str, str] = {}
         pending: list[Body] = []
+        for naa in self._binding_naas:
+            leased[naa] = "a bind under way"
         for body in jobs:
             meta, status = body["metadata"], body.get("status") or {}
+            if views.job_key(body) in self._binding_jobs:
+                continue
             conds = views.job_conditions(body)
             if meta.get("deletionTimestamp") or cond.is_terminal(conds):
                 continue
@@ -514,6 +662,9 @@ class Controller:
         draining: set[str] = set()
         for lease in leases:
             uid = lease.holder.rsplit("/", 1)[-1] if lease.holder else ""
+            if uid in by_uid and views.job_key(by_uid[uid]) in self._binding_jobs:
+                leased[lease.naa] = lease.holder  # its bind is under way
+                continue
             if uid in pending_uids:
                 # Acquired by a pass that died before writing status, or left by a failed
                 # attempt: the job's reconcile drains its pods and then releases it.
@@ -524,9 +675,7 @@ class Controller:
             if uid not in by_uid and await self._orphaned(lease):
                 self.metrics.leases_reclaimed.inc()
                 log.info("reclaiming Lease %s of vanished holder %s", lease.name, lease.holder)
-                rollbacks.append(
-                    self.kube.delete_lease(self.config.lease_namespace, lease.name, uid=lease.uid)
-                )
+                rollbacks.append(self._delete_lease(lease.name, lease.uid))
                 continue
             leased[lease.naa] = lease.holder
             holder_job = by_uid.get(uid)
@@ -547,14 +696,36 @@ class Controller:
         self.metrics.placement_seconds.observe(time.perf_counter() - started)
         self.metrics.pending_jobs.set(len(result.pending()))
         work = []
-        self._pass_reads_s = time.perf_counter() - t_reads
+        now = time.monotonic()
+        grace = self.config.pending_grace_seconds
         for body, view, placement in zip(pending, job_views, result.placements, strict=True):
             if placement.placed:
-                work.append(self._bind_locked(body, view, placement.assignments, placement.trace))
+                self._pending_since.pop(view.key, None)
+                self._start_bind(body, view, placement.assignments, placement.trace)
+                continue
+            # Most jobs that find no free NAA get one within a pass or two (a release is on
+            # its way): the verdict is written once a job has waited `grace`, not per pass.
+            since = self._pending_since.setdefault(view.key, now)
+            if now - since < grace:
+                self._schedule_later(since + grace - now)
             else:
                 work.append(self._still_pending(body, placement.reason, placement.trace))
         await asyncio.gather(*work)
         return len(result.placed()), len(result.pending())
+
+    def _schedule_later(self, delay: float) -> None:
+        """Run a pass in `delay` seconds (one timer at a time: the earliest asked for)."""
+        loop = asyncio.get_running_loop()
+        at = loop.time() + delay
+        if self._pass_timer is not None and self._pass_timer.when() <= at:
+            return
+        if self._pass_timer is not None:
+            self._pass_timer.cancel()
+        self._pass_timer = loop.call_at(at + 0.01, self._timed_pass)
+
+    def _timed_pass(self) -> None:
+        self._pass_timer = None
+        self.trigger_schedule()
 
     async def _orphaned(self, lease: LeaseInfo) -> bool:
         """A Lease is orphaned when the NAAJob its holder names is gone (or was recreated)."""
@@ -565,6 +736,29 @@ class Controller:
         body = await self.kube.get_naajob(namespace, name)
         return body is None or body["metadata"]["uid"] != uid
 
+    def _start_bind(
+        self,
+        body: Body,
+        view: JobView,
+        assignments: Sequence[Assignment],
+        trace: Sequence[str],
+    ) -> None:
+        naas = {a.naa for a in assignments}
+        self._binding_jobs.add(view.key)
+        self._binding_naas |= naas
+
+        async def bind() -> None:
+            try:
+                await self._bind_locked(body, view, assignments, trace)
+            except (KubeError, ManagementError) as exc:
+                log.warning("binding %s failed, placing it again: %s", view.key, exc)
+                self.trigger_schedule()
+            finally:
+                self._binding_jobs.discard(view.key)
+                self._binding_naas -= naas
+
+        self._spawn(bind())
+
     async def _bind_locked(
         self,
         body: Body,
@@ -572,10 +766,29 @@ class Controller:
         assignments: Sequence[Assignment],
         trace: Sequence[str],
     ) -> None:
-        asked = time.perf_counter()
         async with self._lock(view.key):
-            self._lock_wait = max(self._lock_wait, time.perf_counter() - asked)
-            await self._bind(body, view, assignments, trace)
+            # The job as it is now: a reconcile that held the lock may have written it (the
+            # finalizer) since the pass read it. A job no longer waiting is left alone.
+            now = self.jobs.get(view.key)
+            if now is None or not self._waits_for_naas(now, uid=view.uid):
+                return
+            if int(now["metadata"].get("generation", 1)) != int(
+                body["metadata"].get("generation", 1)
+            ):
+                self.trigger_schedule()  # its spec changed: place it again
+                return
+            await self._bind(now, view, assignments, trace)
+
+    @staticmethod
+    def _waits_for_naas(body: Body, *, uid: str) -> bool:
+        meta, status = body["metadata"], body.get("status") or {}
+        return (
+            meta.get("uid") == uid
+            and not meta.get("deletionTimestamp")
+            and not cond.is_terminal(views.job_conditions(body))
+            and not (body.get("spec") or {}).get("suspend")
+            and not status.get("assignedNAAs")
+        )
 
     async def _bind(
         self,
@@ -599,6 +812,12 @@ class Controller:
         # That sample is also written on the Lease (`naaice.io/bound-energy`), in the same
         # create, so an operator restarted mid-job can still start the window's counter delta.
         annotations = [_bind_annotations(bound_at, first) for first in before]
+        # Three things at once: the finalizer (so no pod ever runs on a job that could vanish
+        # without releasing its NAAs), the Leases, and asking the NAAs whether they already
+        # hold the digest (a read; the answer is only used once the Leases are ours).
+        t0 = time.perf_counter()
+        finalizing = asyncio.ensure_future(self._ensure_finalizer(body))
+        probing = asyncio.ensure_future(self._already_flashed(assignments))
         created = await asyncio.gather(
             *(
                 self.kube.create_lease(
@@ -620,16 +839,18 @@ class Controller:
             ),
             return_exceptions=True,
         )
-        if not all(isinstance(c, dict) for c in created):
-            conflicts = sum(1 for c in created if c is None)
-            self.metrics.lease_conflicts.inc(conflicts)
-            await asyncio.gather(
-                *(
-                    self.kube.delete_lease(ns, f"naa-{a.naa}", uid=c["metadata"]["uid"])
-                    for a, c in zip(assignments, created, strict=True)
-                    if isinstance(c, dict)
-                )
-            )
+        for c in created:
+            if isinstance(c, dict):
+                self.leases.wrote(c)
+        vanished = False
+        try:
+            body = await finalizing
+        except (NotFound, Conflict):
+            vanished = True  # gone or changed since the pass read it
+        flashed = await probing
+        if vanished or not all(isinstance(c, dict) for c in created):
+            self.metrics.lease_conflicts.inc(sum(1 for c in created if c is None))
+            await self._give_back(created)
             self.trigger_schedule()
             return
         # The sample just after the bind instant closes the bracket around the window's edge;
@@ -640,33 +861,60 @@ class Controller:
                 sampler.samples.append(first)
             self._samplers[a.naa] = sampler
             self._spawn(self._edge_sample(sampler, bound_ns))
+        # The NAAs already holding the digest (the common case with a warm pool, and every
+        # NAA after a job of the same bitstream) are Flashed in the same status write.
         spec_original = injection.render_original(assignments)
+        gen = int(body["metadata"].get("generation", 1))
         conds = cond.set_condition(
             views.job_conditions(body),
             type=cond.SCHEDULED,
             status="True",
             reason="Placed",
             message="; ".join(trace),
-            generation=int(body["metadata"].get("generation", 1)),
+            generation=gen,
             now=_rfc3339(),
         )
+        if flashed is not None:
+            conds = cond.set_condition(
+                conds,
+                type=cond.FLASHED,
+                status="True",
+                reason="Flashed",
+                message="digest loaded: "
+                + ", ".join(f"{a.naa} {flashed:.2f}s" for a in assignments),
+                generation=gen,
+                now=_rfc3339(),
+            )
         status: dict[str, Any] = {
             "assignedNAAs": [views.assignment_dict(a) for a in assignments],
             "naaSpec": spec_original,
             "conditions": [c.to_dict() for c in conds],
-            "observedGeneration": int(body["metadata"].get("generation", 1)),
+            "observedGeneration": gen,
         }
         if not (body.get("status") or {}).get("startTime"):
             status["startTime"] = _rfc3339()
-        meta = body["metadata"]
+        t1 = time.perf_counter()
         try:
-            patched = await self.kube.patch_naajob_status(meta["namespace"], meta["name"], status)
-        except NotFound:
-            return  # the job vanished; its Leases are reclaimed as orphans
-        self._wrote(view.key, patched)
-        self._event(
-            involved=body, reason="Scheduled", message=f"NAA Spec {spec_original}: " + trace[0]
+            patched = await self._patch_status(body, status, quiet=True)
+        except (NotFound, Conflict):
+            # Gone, or changed since it was read: give the NAAs back, place it again.
+            for a in assignments:
+                if (s := self._samplers.get(a.naa)) is not None and s.holder == view.holder:
+                    del self._samplers[a.naa]
+            await self._give_back(created)
+            self.trigger_schedule()
+            return
+        log.info(
+            "%s: bind: Leases, finalizer and digest check %.0f ms, status %.0f ms",
+            view.key,
+            1e3 * (t1 - t0),
+            1e3 * (time.perf_counter() - t1),
         )
+        if flashed is not None:
+            for _ in assignments:
+                self.metrics.flash_seconds.labels(result="ok").observe(flashed)
+        # It was just placed: the trace is in the Scheduled condition's message; an Event
+        # carries it only while the job waits (`_still_pending`), where it explains something.
         held = {
             a.naa: LeaseInfo(
                 name=c["metadata"]["name"],
@@ -680,6 +928,61 @@ class Controller:
             if isinstance(c, dict)
         }
         self._spawn(self._continue_after_bind(view.key, patched, held, bound=time.monotonic()))
+
+    async def _give_back(self, created: Sequence[Body | BaseException | None]) -> None:
+        """Delete the Leases a bind created before it had to give up."""
+        await asyncio.gather(
+            *(
+                self._delete_lease(c["metadata"]["name"], c["metadata"]["uid"])
+                for c in created
+                if isinstance(c, dict)
+            )
+        )
+
+    async def _already_flashed(self, assignments: Sequence[Assignment]) -> float | None:
+        """The seconds it took to find every assigned NAA Ready with its digest (one health
+        call each, in parallel), or None when one is not (the flash step does the work)."""
+        started = time.monotonic()
+
+        async def loaded(a: Assignment) -> bool:
+            endpoint = self.endpoint(a.naa)
+            if not endpoint:
+                return False
+            try:
+                health = await self.mgmt.health(endpoint, await self.token(a.naa))
+            except (ManagementError, KubeError):
+                return False
+            return health.state == "Ready" and health.digest == a.digest
+
+        results = await asyncio.gather(*(loaded(a) for a in assignments))
+        return time.monotonic() - started if all(results) else None
+
+    async def _patch_status(self, body: Body, status: Body, *, quiet: bool = False) -> Body:
+        """Merge-patch the job's status, only if the job is still at the resourceVersion of
+        `body` (the read the caller decided on); the new body goes into the cache. `quiet`:
+        the caller carries out the follow-up itself, the write's watch event needs no
+        reconcile. A 409 refreshes the cached job from the API before it is raised."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        try:
+            patched = await self.kube.patch_naajob_status(
+                namespace, name, status, resource_version=meta.get("resourceVersion")
+            )
+        except Conflict:
+            fresh = await self.kube.get_naajob(namespace, name)
+            if fresh is not None:
+                self.jobs.wrote(fresh)
+            raise
+        self.jobs.wrote(patched)
+        if quiet:
+            self._wrote(f"{namespace}/{name}", patched)
+        return patched
+
+    async def _delete_lease(self, name: str, uid: str) -> bool:
+        ns = self.config.lease_namespace
+        gone = await self.kube.delete_lease(ns, name, uid=uid)
+        self.leases.deleted(f"{ns}/{name}", uid)
+        return gone
 
     async def _still_pending(self, body: Body, reason: str, trace: Sequence[str]) -> None:
         message = "\n".join(trace)
@@ -702,13 +1005,15 @@ class Controller:
             generation=generation,
             now=_rfc3339(),
         )
-        meta = body["metadata"]
-        with contextlib.suppress(NotFound):
-            await self.kube.patch_naajob_status(
-                meta["namespace"],
-                meta["name"],
+        try:
+            # Nothing follows this write but the next pass: its watch event needs no reconcile.
+            await self._patch_status(
+                body,
                 {"conditions": [c.to_dict() for c in new], "observedGeneration": generation},
+                quiet=True,
             )
+        except (NotFound, Conflict):
+            return  # gone or changed: the next pass looks again
         self._event(involved=body, reason=reason, message=message, type="Warning")
 
     # ---------------------------------------------------------------------- energy samplers
@@ -782,13 +1087,30 @@ class Controller:
     async def _reconcile(self, key: str) -> None:
         self._reconciled_at[key] = time.monotonic()
         namespace, name = key.split("/", 1)
-        body = await self.kube.get_naajob(namespace, name)
+        body = self.jobs.get(key)
         if body is None:
             return
+        held, own_pods = self._cached_holdings(body)
+        state, _ = self._state(body, held, own_pods)
+        if state.held or state.assigned or state.pods:
+            # A job waiting for NAAs needs no finalizer yet: the bind adds it with the Leases.
+            body = await self._ensure_finalizer(body)
+        if decide(state=state, now=time.time()).step in _CONFIRM:
+            fresh = await self._read_fresh(namespace, name)
+            if fresh is None:
+                return
+            body, held, own_pods = fresh
+        await self._decide_and_act(key, body, held, own_pods)
+
+    async def _ensure_finalizer(self, body: Body) -> Body:
+        """`body` with the finalizer `naaice.io/release` (added, with the resourceVersion as
+        precondition, when missing and the job is not being deleted)."""
         meta = body["metadata"]
-        uid = meta["uid"]
-        if not meta.get("deletionTimestamp") and FINALIZER not in (meta.get("finalizers") or []):
-            body = await self.kube.patch_naajob(
+        if meta.get("deletionTimestamp") or FINALIZER in (meta.get("finalizers") or []):
+            return body
+        namespace, name = meta["namespace"], meta["name"]
+        try:
+            patched = await self.kube.patch_naajob(
                 namespace,
                 name,
                 {
@@ -798,16 +1120,53 @@ class Controller:
                     }
                 },
             )
-            self._wrote(key, body)
-            meta = body["metadata"]
-        leases, pods_raw = await asyncio.gather(
-            self._allocation_leases(f"{LABEL_HOLDER_UID}={uid}"),
+        except Conflict:
+            await self._refresh_job(namespace, name)
+            raise
+        self.jobs.wrote(patched)
+        self._wrote(f"{namespace}/{name}", patched)
+        return patched
+
+    def _holder(self, body: Body) -> str:
+        meta = body["metadata"]
+        return f"{meta['namespace']}/{meta['name']}/{meta['uid']}"
+
+    def _cached_holdings(self, body: Body) -> tuple[dict[str, LeaseInfo], list[Body]]:
+        """The job's Leases and pods as the caches have them."""
+        meta = body["metadata"]
+        holder = self._holder(body)
+        leases = [lease_info(b) for b in self.leases.indexed(meta["uid"])]
+        pods = self.pods.indexed(f"{meta['namespace']}/{meta['name']}")
+        return (
+            {ls.naa: ls for ls in leases if ls.holder == holder},
+            [p for p in pods if views.owned_by(p, meta["uid"])],
+        )
+
+    async def _refresh_job(self, namespace: str, name: str) -> Body | None:
+        body = await self.kube.get_naajob(namespace, name)
+        if body is not None:
+            self.jobs.wrote(body)
+        return body
+
+    async def _read_fresh(
+        self, namespace: str, name: str
+    ) -> tuple[Body, dict[str, LeaseInfo], list[Body]] | None:
+        """The job, its Leases and its pods from the API (and into the caches)."""
+        body = await self._refresh_job(namespace, name)
+        if body is None:
+            return None
+        uid = body["metadata"]["uid"]
+        leases, pods = await asyncio.gather(
+            self.kube.list_lease_bodies(self.config.lease_namespace, f"{LABEL_HOLDER_UID}={uid}"),
             self.kube.list_pods(namespace, f"{injection.LABEL_JOB}={name}"),
         )
-        holder = f"{namespace}/{name}/{uid}"
-        held = {lease.naa: lease for lease in leases if lease.holder == holder}
-        own_pods = [p for p in pods_raw if views.owned_by(p, uid)]
-        await self._decide_and_act(key, body, held, own_pods)
+        for item in leases:
+            self.leases.wrote(item)
+        for item in pods:
+            self.pods.wrote(item)
+        holder = self._holder(body)
+        held = {ls.naa: ls for ls in map(lease_info, leases) if ls.holder == holder}
+        return body, held, [p for p in pods if views.owned_by(p, uid)]
 
     async def _continue_after_bind(
         self, key: str, body: Body, held: dict[str, LeaseInfo], *, bound: float
@@ -826,9 +1185,10 @@ class Controller:
             log.warning("continuing %s after binding failed, retrying: %s", key, exc)
         self.enqueue(key)
 
-    async def _decide_and_act(
-        self, key: str, body: Body, held: dict[str, LeaseInfo], own_pods: list[Body]
-    ) -> None:
+    @staticmethod
+    def _state(
+        body: Body, held: Mapping[str, LeaseInfo], own_pods: Sequence[Body]
+    ) -> tuple[JobState, tuple[Assignment, ...]]:
         meta = body["metadata"]
         spec = body.get("spec") or {}
         status = body.get("status") or {}
@@ -849,6 +1209,12 @@ class Controller:
             completion_time=views.timestamp(status.get("completionTime")),
             pods=pods,
         )
+        return state, assigned
+
+    async def _decide_and_act(
+        self, key: str, body: Body, held: dict[str, LeaseInfo], own_pods: list[Body]
+    ) -> None:
+        state, assigned = self._state(body, held, own_pods)
         decision = decide(state=state, now=time.time())
         lost = sorted(n for n in state.assigned if n in self._lost)
         if decision.step in (Step.WATCH, Step.MARK_READY, Step.CREATE_PODS) and lost:
@@ -889,24 +1255,35 @@ class Controller:
         conds = state.conditions
         step = decision.step
         if step is Step.RELEASE_AND_FORGET:
-            if not await self._drain_then_release(key, namespace, own_pods, held):
+            if not await self._drain_then_release(body, own_pods, held):
                 return
             finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
             with contextlib.suppress(NotFound):
-                await self.kube.patch_naajob(
-                    namespace,
-                    name,
-                    {
-                        "metadata": {
-                            "finalizers": finalizers,
-                            "resourceVersion": meta["resourceVersion"],
-                        }
-                    },
-                )
+                try:
+                    patched = await self.kube.patch_naajob(
+                        namespace,
+                        name,
+                        {
+                            "metadata": {
+                                "finalizers": finalizers,
+                                "resourceVersion": meta["resourceVersion"],
+                            }
+                        },
+                    )
+                except Conflict:
+                    await self._refresh_job(namespace, name)
+                    raise
+                self.jobs.wrote(patched)
         elif step is Step.RELEASE:
-            await self._drain_then_release(key, namespace, own_pods, held, body=body)
+            # Finished, Leases still held (an operator died in `_finish`): the release instant
+            # is the status's window end, on every Lease that lacks it, before any goes.
+            end = (status_energy := (body.get("status") or {}).get("energy") or {}).get("windowEnd")
+            end_ns = views.rfc3339_ns_to_ns(str(end or ""))
+            if held and end_ns is not None and status_energy:
+                await self._mark_unbound(held, end_ns)
+            await self._drain_then_release(body, own_pods, held, scrub=True)
         elif step is Step.ROLLBACK:
-            await self._drain_then_release(key, namespace, own_pods, held)
+            await self._drain_then_release(body, own_pods, held)
         elif step is Step.DELETE_JOB:
             await self.kube.delete_naajob(namespace, name, uid)
         elif step is Step.WAIT_TTL:
@@ -923,10 +1300,8 @@ class Controller:
                     generation=state.generation,
                     now=_rfc3339(),
                 )
-                await self.kube.patch_naajob_status(
-                    namespace, name, {"conditions": [c.to_dict() for c in new]}
-                )
-            await self._drain_then_release(key, namespace, own_pods, held)
+                body = await self._patch_status(body, {"conditions": [c.to_dict() for c in new]})
+            await self._drain_then_release(body, own_pods, held)
         elif step is Step.SUSPEND:
             energy = await self._window_energy(body, held)
             gen = state.generation
@@ -945,9 +1320,8 @@ class Controller:
                     generation=gen,
                     now=_rfc3339(),
                 )
-            await self.kube.patch_naajob_status(
-                namespace,
-                name,
+            body = await self._patch_status(
+                body,
                 {
                     "assignedNAAs": None,
                     "naaSpec": None,
@@ -956,7 +1330,7 @@ class Controller:
                     "observedGeneration": gen,
                 },
             )
-            await self._drain_then_release(key, namespace, own_pods, held)
+            await self._drain_then_release(body, own_pods, held)
         elif step is Step.SCHEDULE:
             self.trigger_schedule()
         elif step is Step.LOST_LEASES:
@@ -980,12 +1354,11 @@ class Controller:
                 now=_rfc3339(),
             )
             await self._delete_pods(namespace, own_pods)
-            await self.kube.patch_naajob_status(
-                namespace,
-                name,
+            body = await self._patch_status(
+                body,
                 {"assignedNAAs": None, "naaSpec": None, "conditions": [c.to_dict() for c in new]},
             )
-            await self._drain_then_release(key, namespace, own_pods, held)
+            await self._drain_then_release(body, own_pods, held)
             self._event(involved=body, reason="LeaseLost", message=decision.message, type="Warning")
             self.trigger_schedule()
         elif step is Step.FLASH:
@@ -1013,9 +1386,8 @@ class Controller:
                 succeeded=True,
                 reason="Completed",
                 message=f"all {state.replicas} pod(s) succeeded",
-                # This reconcile just read them, all finished; only this controller creates
-                # the job's pods, under the lock it holds: no need to list them again.
                 pods=own_pods,
+                settled=True,
             )
         elif step is Step.MARK_READY:
             new = cond.set_condition(
@@ -1027,34 +1399,55 @@ class Controller:
                 generation=state.generation,
                 now=_rfc3339(),
             )
-            patched = await self.kube.patch_naajob_status(
-                namespace, name, {"conditions": [c.to_dict() for c in new]}
-            )
-            self._wrote(key, patched)  # nothing follows until a pod changes
+            # Nothing follows until a pod changes.
+            await self._patch_status(body, {"conditions": [c.to_dict() for c in new]}, quiet=True)
 
-    async def _own_pods(self, body: Body) -> list[Body]:
-        meta = body["metadata"]
-        pods = await self.kube.list_pods(meta["namespace"], f"{injection.LABEL_JOB}={meta['name']}")
-        return [p for p in pods if views.owned_by(p, meta["uid"])]
+    def _own_pods(self, body: Body) -> list[Body]:
+        """The job's pods as the cache has them (a release checks the API itself)."""
+        return self._cached_holdings(body)[1]
 
     async def _drain_then_release(
         self,
-        key: str,
-        namespace: str,
+        body: Body,
         pods: Sequence[Body],
         held: Mapping[str, LeaseInfo],
         *,
-        body: Body | None = None,
+        scrub: bool = False,
+        settled: bool = False,
     ) -> bool:
         """Delete the job's live pods; once none is left, release its Leases (scrubbing the
-        NAAs first when the job asks for it). False while pods are still going away: the key
-        comes back shortly. A new holder therefore never shares an NAA with a leftover pod."""
-        live = [p for p in pods if views.pod_view(p).phase not in ("Succeeded", "Failed")]
+        NAAs first when `scrub` and the job asks for it). False while pods are still going
+        away: the key comes back shortly. A new holder therefore never shares an NAA with a
+        leftover pod: before any Lease goes, the pod cache must have caught up with the newest
+        revision this process knows (or the pods are listed from the API), so a pod another
+        operator process created before then is not missed.
+
+        `settled`: `pods` are all of the current attempt's pods, every one finished, as the
+        pod watch delivered them. Then no wait is needed: the watch delivers in revision
+        order, so any older pod of the job (an earlier attempt's) was delivered before them,
+        and no newer one can exist (pod names are per attempt and replica, and the attempt
+        counter only moves through writes guarded by the job's resourceVersion, as the
+        terminal write just was)."""
+        meta = body["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        live = [p for p in pods if _live(p)]
+        if not live and held and not settled:
+            # Every pod created before the newest write this process knows of is in the
+            # cache once the pod watch has delivered up to that version (usually within
+            # milliseconds while pods change; else the API is asked).
+            newest = max(self.jobs.version, self.pods.version, self.leases.version)
+            if await self._pods_streamed_to(newest, timeout=0.25):
+                live = [p for p in self._own_pods(body) if _live(p)]
+            else:
+                listed = await self.kube.list_pods(namespace, f"{injection.LABEL_JOB}={name}")
+                for p in listed:
+                    self.pods.wrote(p)
+                live = [p for p in listed if views.owned_by(p, uid) and _live(p)]
         if live:
             await self._delete_pods(namespace, live)
-            self._requeue_after(key, 0.3)
+            self._requeue_after(f"{namespace}/{name}", 0.3)
             return False
-        if body is not None:
+        if scrub:
             await self._scrub_and_release(body, held)
         else:
             await self._release(held)
@@ -1084,10 +1477,7 @@ class Controller:
         )
 
     async def _release(self, held: Mapping[str, LeaseInfo]) -> None:
-        ns = self.config.lease_namespace
-        await asyncio.gather(
-            *(self.kube.delete_lease(ns, ls.name, uid=ls.uid) for ls in held.values())
-        )
+        await asyncio.gather(*(self._delete_lease(ls.name, ls.uid) for ls in held.values()))
         for naa in held:
             self._samplers.pop(naa, None)
             self._lost.discard(naa)
@@ -1105,26 +1495,30 @@ class Controller:
         await self._release(held)
 
     async def _window_energy(
-        self, body: Body, held: Mapping[str, LeaseInfo]
+        self, body: Body, held: Mapping[str, LeaseInfo], *, mark: bool = True
     ) -> dict[str, Any] | None:
         """Energy of this binding (bind → now) per held NAA, merged into what status has from
         earlier attempts.
 
-        The window's end is written onto every held Lease as `naaice.io/unbound-at` before
-        this returns (so before the status carrying the figure, and before the Leases are
-        deleted): the node agent ends its per-job attribution at that same instant rather than
-        when the deletion reaches it. A Lease that already carries one (this process, or one
-        that died, closed the window but did not record the status) keeps its instant: the
-        window is closed once, at one end."""
+        With `mark`, the window's end is written onto every held Lease as
+        `naaice.io/unbound-at` before this returns (so before the status carrying the figure,
+        and before the Leases are deleted): the node agent ends its per-job attribution at
+        that same instant rather than when the deletion reaches it. Without, the caller does
+        it (`_finish`: alongside the terminal status; a restarted operator that finds a
+        finished job still holding unmarked Leases marks them with the status's `windowEnd`
+        before deleting them). A Lease that already carries one (this process, or one that
+        died, closed the window but did not record the status) keeps its instant: the window
+        is closed once, at one end."""
         if not held:
             return (body.get("status") or {}).get("energy")
         # As at bind: one sample just before and one just after the unbind instant.
         before = await asyncio.gather(*(self._sample(n) for n in held))
         end_ns = _window_end(held.values()) or _now_ns()
-        after, _ = await asyncio.gather(
-            asyncio.gather(*(self._sample_after(n, end_ns) for n in held)),
-            self._mark_unbound(held, end_ns),
-        )
+        sampling = asyncio.gather(*(self._sample_after(n, end_ns) for n in held))
+        if mark:
+            after, _ = await asyncio.gather(sampling, self._mark_unbound(held, end_ns))
+        else:
+            after = await sampling
         cfg = IntegratorConfig(
             nominal_period_s=self.config.sample_seconds,
             max_gap_s=max(3 * self.config.sample_seconds, self.config.sample_seconds + 2.0),
@@ -1193,6 +1587,8 @@ class Controller:
                 if not isinstance(result, KubeError):
                     raise result
                 log.warning("could not record the release instant on Lease %s: %s", ls.name, result)
+            elif result is not None:
+                self.leases.wrote(result)
 
     async def _finish(
         self,
@@ -1204,9 +1600,15 @@ class Controller:
         reason: str,
         message: str,
         pods: Sequence[Body] | None = None,
+        settled: bool = False,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        meta = body["metadata"]
-        energy = await self._window_energy(body, held)
+        """Write the terminal condition (with the energy and `extra` status fields), then
+        drain the pods and release the Leases (`settled`: see `_drain_then_release`)."""
+        t0 = time.perf_counter()
+        energy = await self._window_energy(body, held, mark=False)
+        end_ns = views.rfc3339_ns_to_ns(str((energy or {}).get("windowEnd", "")))
+        t1 = time.perf_counter()
         gen = state.generation
         now = _rfc3339()
         kind = cond.SUCCEEDED if succeeded else cond.FAILED
@@ -1229,20 +1631,31 @@ class Controller:
         }
         if energy is not None:
             status["energy"] = energy
-        patched = await self.kube.patch_naajob_status(meta["namespace"], meta["name"], status)
-        key = views.job_key(body)
-        self._wrote(key, patched)  # what follows is below, or comes back through the queue
-        total = (energy or {}).get("totalJoules", 0.0)
-        self._event(
-            involved=body,
-            reason=reason,
-            message=f"{message}; energy {total} J",
-            type="Normal" if succeeded else "Warning",
+        status.update(extra or {})
+        # What follows is below, or comes back through the queue. The release instant goes
+        # onto the Leases at the same time (both before any Lease is deleted).
+        body, _ = await asyncio.gather(
+            self._patch_status(body, status, quiet=True),
+            self._mark_unbound(held, end_ns) if end_ns is not None else asyncio.sleep(0),
         )
+        t2 = time.perf_counter()
+        key = views.job_key(body)
+        if not succeeded:  # a success says all it has to say in its status
+            total = (energy or {}).get("totalJoules", 0.0)
+            self._event(
+                involved=body, reason=reason, message=f"{message}; energy {total} J", type="Warning"
+            )
         # The terminal condition is durable now; only then drain the pods and free the NAAs.
         if pods is None:
-            pods = await self._own_pods(body)
-        await self._drain_then_release(key, meta["namespace"], pods, held, body=body)
+            pods = self._own_pods(body)
+        await self._drain_then_release(body, pods, held, scrub=True, settled=settled)
+        log.info(
+            "%s: finish: energy window %.0f ms, status %.0f ms, release %.0f ms",
+            key,
+            1e3 * (t1 - t0),
+            1e3 * (t2 - t1),
+            1e3 * (time.perf_counter() - t2),
+        )
         if (body.get("spec") or {}).get("ttlSecondsAfterFinished") is not None:
             self.enqueue(key)  # its TTL starts now
 
@@ -1257,7 +1670,6 @@ class Controller:
         lost: Sequence[str] = (),
         reason: str = "PodFailed",
     ) -> None:
-        meta = body["metadata"]
         failed = state.failed_attempts + 1
         for naa in lost:
             self.exclude(naa, "management API stopped answering during a job")
@@ -1267,9 +1679,6 @@ class Controller:
             if problem:
                 self.exclude(a.naa, problem)
         if attempts_exhausted(failed_attempts=failed, backoff_limit=state.backoff_limit):
-            await self.kube.patch_naajob_status(
-                meta["namespace"], meta["name"], {"failedAttempts": failed}
-            )
             await self._finish(
                 body,
                 state,
@@ -1278,6 +1687,7 @@ class Controller:
                 reason="BackoffLimitExceeded",
                 message=f"attempt {failed} failed ({message}); backoffLimit "
                 f"{state.backoff_limit} reached",
+                extra={"failedAttempts": failed},
             )
             return
         energy = await self._window_energy(body, held)
@@ -1292,12 +1702,13 @@ class Controller:
             generation=gen,
             now=now,
         )
+        flash_failed = reason == "FlashFailed"
         new = cond.set_condition(
             new,
             type=cond.FLASHED,
             status="False",
-            reason="Retrying",
-            message="",
+            reason="FlashFailed" if flash_failed else "Retrying",
+            message=message if flash_failed else "",
             generation=gen,
             now=now,
         )
@@ -1310,9 +1721,8 @@ class Controller:
             generation=gen,
             now=now,
         )
-        await self.kube.patch_naajob_status(
-            meta["namespace"],
-            meta["name"],
+        body = await self._patch_status(
+            body,
             {
                 "failedAttempts": failed,
                 "assignedNAAs": None,
@@ -1327,9 +1737,7 @@ class Controller:
             message=f"attempt {failed} failed: {message}; retrying",
             type="Warning",
         )
-        await self._drain_then_release(
-            views.job_key(body), meta["namespace"], await self._own_pods(body), held
-        )
+        await self._drain_then_release(body, self._own_pods(body), held)
 
     async def _probe(self, naa: str) -> str:
         endpoint = self.endpoint(naa)
@@ -1392,7 +1800,6 @@ class Controller:
     ) -> tuple[cond.Condition, ...] | None:
         """Flash every assigned NAA in parallel; the new conditions on success, else None
         (the attempt has failed and was handled)."""
-        meta = body["metadata"]
         _, bitstreams = await self._naas_and_bitstreams()
         by_name = {b.name: b for b in bitstreams}
         jobs = []
@@ -1412,19 +1819,8 @@ class Controller:
                 self.metrics.flash_seconds.labels(result="ok").observe(float(r))
         gen = state.generation
         if errors:
+            # One status write: `Flashed=False` (FlashFailed, with this message) and the retry.
             message = "flash failed on " + "; ".join(errors)
-            new = cond.set_condition(
-                state.conditions,
-                type=cond.FLASHED,
-                status="False",
-                reason="FlashFailed",
-                message=message,
-                generation=gen,
-                now=_rfc3339(),
-            )
-            await self.kube.patch_naajob_status(
-                meta["namespace"], meta["name"], {"conditions": [c.to_dict() for c in new]}
-            )
             await self._attempt_failed(body, state, assigned, held, message, reason="FlashFailed")
             return None
         took = ", ".join(
@@ -1441,12 +1837,8 @@ class Controller:
             generation=gen,
             now=_rfc3339(),
         )
-        patched = await self.kube.patch_naajob_status(
-            meta["namespace"], meta["name"], {"conditions": [c.to_dict() for c in new]}
-        )
         # The caller goes on to the pods (or enqueues the key) itself.
-        self._wrote(views.job_key(body), patched)
-        self._event(involved=body, reason="Flashed", message=f"digest loaded: {took}")
+        await self._patch_status(body, {"conditions": [c.to_dict() for c in new]}, quiet=True)
         return new
 
     async def _create_pods(
@@ -1456,26 +1848,6 @@ class Controller:
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
         original = injection.render_original(assigned)
         as_json = injection.render_json_for_job(body, assigned)
-        owner = {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": name,
-            "uid": uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-        await self.kube.apply_configmap(
-            namespace,
-            {
-                "metadata": {
-                    "name": injection.configmap_name(name),
-                    "namespace": namespace,
-                    "labels": {injection.LABEL_JOB: name},
-                    "ownerReferences": [owner],
-                },
-                "data": {injection.SPEC_FILE: as_json, "NAA_SPEC": original},
-            },
-        )
         existing = {p.name for p in state.pods}
         wanted = [
             n
@@ -1498,9 +1870,10 @@ class Controller:
             for pod in wanted
         ]
         fresh = await asyncio.gather(*(self.kube.create_pod(namespace, b) for b in bodies))
-        for pod, body_, new in zip(wanted, bodies, fresh, strict=True):
-            if new:  # its ADDED event (a pending pod) changes no decision
-                self._pod_views.setdefault(f"{namespace}/{pod}", views.pod_view(body_))
+        for pod, new in zip(wanted, fresh, strict=True):
+            if new is not None:  # its ADDED event (a pending pod) changes no decision
+                self.pods.wrote(new)
+                self._pod_views.setdefault(f"{namespace}/{pod}", views.pod_view(new))
         if state.failed_attempts == 0 and wanted:
             created = views.timestamp(meta.get("creationTimestamp"))
             if created is not None:

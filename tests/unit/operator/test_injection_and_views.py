@@ -53,7 +53,7 @@ def test_injection_replaces_stale_values_and_mounts_the_spec_file_in_every_conta
         ],
         "volumes": [{"name": "data", "emptyDir": {}}],
     }
-    out = injection.inject(spec, job="j", original="O", as_json="{}")
+    out = injection.inject(spec, original="O", as_json="{}")
     for c in [*out["initContainers"], *out["containers"]]:
         env = {e["name"]: e["value"] for e in c["env"]}
         assert env["NAA_SPEC"] == "O"
@@ -62,8 +62,18 @@ def test_injection_replaces_stale_values_and_mounts_the_spec_file_in_every_conta
             "volumeMounts"
         ]
     assert out["containers"][0]["env"][0] == {"name": "KEEP", "value": "1"}
-    assert {"name": "naaice-naa-spec", "configMap": {"name": "j-naa-spec"}} in out["volumes"]
-    assert injection.inject(out, job="j", original="O", as_json="{}") == out
+    assert {
+        "name": "naaice-naa-spec",
+        "downwardAPI": {
+            "items": [
+                {
+                    "path": "naa-spec.json",
+                    "fieldRef": {"fieldPath": "metadata.annotations['naaice.io/naa-spec']"},
+                }
+            ]
+        },
+    } in out["volumes"]
+    assert injection.inject(out, original="O", as_json="{}") == out
     assert spec["containers"][0]["env"][0]["value"] == "old"  # the input is not mutated
 
 
@@ -91,6 +101,8 @@ def test_a_job_pod_is_owned_by_its_naajob_and_never_restarted_in_place() -> None
     assert pod["metadata"]["ownerReferences"][0]["uid"] == "u1"
     assert pod["metadata"]["ownerReferences"][0]["controller"] is True
     assert pod["spec"]["restartPolicy"] == "Never"
+    # The spec file's volume projects this annotation: the JSON form, as in the env var.
+    assert pod["metadata"]["annotations"] == {"naaice.io/naa-spec": "{}"}
 
 
 def test_declared_specs_finds_literal_naa_spec_values() -> None:
