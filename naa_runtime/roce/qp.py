@@ -43,6 +43,8 @@ _ACK = struct.Struct("!BBHIII")
 MIN_WINDOW = 8.0
 LOSS_WINDOW = 256.0
 """A loss caps the window here (1 MiB): with go-back-N every packet behind a loss is resent."""
+MIN_RTO = 0.004
+"""Floor of the adaptive retransmit timeout in seconds (`TransportConfig.min_rto`'s default)."""
 _CONTINUATIONS = frozenset(
     {Opcode.RDMA_WRITE_MIDDLE, Opcode.RDMA_WRITE_LAST, Opcode.SEND_MIDDLE, Opcode.SEND_LAST}
 )
@@ -90,6 +92,11 @@ class TransportConfig:
     ack_every: int = 64
     ack_timeout: float = 4.096e-6 * (1 << 15)
     retry_count: int = 7
+    min_rto: float = MIN_RTO
+    """Floor of the adaptive retransmit timeout: the requester retransmits after
+    SRTT + 4 RTTVAR of its measured round trips (doubling on each further timeout), at least
+    this and at most `ack_timeout`. Only timeouts at the full `ack_timeout` count against
+    `retry_count`, so a QP gives up no sooner than with a fixed timer."""
     rnr_retry_count: int = 6
     rnr_timer_code: int = 14
     gso: bool = True
@@ -265,6 +272,16 @@ class QueuePair:
         self._hint = 0
         self._deadline: float | None = None
         self._retries = config.retry_count
+        # Adaptive retransmit timeout (RFC 6298 style): round trips timed on one packet at a
+        # time, never on a retransmitted one (Karn); `_rto` is the interval the timer uses.
+        self._srtt = 0.0
+        self._rttvar = 0.0
+        self._rto = config.ack_timeout  # until the first sample
+        self._backoff = 0
+        self._rtt_psn = -1  # the PSN being timed, -1 none
+        self._rtt_t0 = 0.0
+        self._high = self._assign_psn  # one past the highest PSN ever sent
+        self._undo: tuple[float, float] | None = None  # window before a timeout's shrink
         self._rnr_retries = config.rnr_retry_count
         self._rnr_until: float | None = None
         self._dqp_word = 0xFF000000 | (peer_qpn & 0xFFFFFF)
@@ -421,10 +438,14 @@ class QueuePair:
                 npkts=1,
             )
         )
-        self._assign_psn = self._next_psn = (psn + 1) & PSN_MASK
+        self._assign_psn = self._next_psn = self._high = (psn + 1) & PSN_MASK
+        now = time.monotonic()
+        if self._rtt_psn < 0:
+            self._rtt_psn = psn
+            self._rtt_t0 = now
         self._transmit([(hdr, local, pad)])
         if self._deadline is None:
-            self._deadline = time.monotonic() + self.config.ack_timeout
+            self._deadline = now + self._rto
 
     # ------------------------------------------------------------------ requester side
 
@@ -453,8 +474,13 @@ class QueuePair:
             return
         if self._next_psn == self._assign_psn:  # nothing to send (e.g. after an RPC's ACK)
             if self._deadline is None and self._una != self._next_psn:
-                self._deadline = now + self.config.ack_timeout
+                self._deadline = now + self._rto
             return
+        if self._rtt_psn < 0 and self._next_psn == self._high:  # time new data only
+            self._rtt_psn = self._next_psn
+            self._rtt_t0 = now
+        start = time.monotonic()
+        psn0 = self._next_psn
         budget = min(
             psn_diff(self._assign_psn, self._next_psn),
             int(self._cwnd) - psn_diff(self._next_psn, self._una),
@@ -545,8 +571,17 @@ class QueuePair:
                 out = []
         if out:
             transmit(out)
-        if self._deadline is None and self._una != self._next_psn:
-            self._deadline = now + self.config.ack_timeout
+        if psn_diff(self._next_psn, self._high) > 0:
+            self._high = self._next_psn
+        if self._next_psn != psn0:
+            # The timer runs from the end of this send (a long burst holds the lock, so the
+            # receive thread cannot take ACKs meanwhile); the caller's `now` may be a test's
+            # clock, hence the elapsed time added to it.
+            dl = now + (time.monotonic() - start) + self._rto
+            if self._deadline is None or self._deadline < dl:
+                self._deadline = dl
+        elif self._deadline is None and self._una != self._next_psn:
+            self._deadline = now + self._rto
 
     def _ack_through(self, psn: int, done: list[Completion]) -> bool:
         """Mark every PSN up to and including `psn` acknowledged; True on progress."""
@@ -573,10 +608,41 @@ class QueuePair:
                     byte_len=w.length,
                 )
             )
+        undo = self._undo
+        if undo is not None:
+            if psn_diff(self._una, self._next_psn) > 0:
+                # acknowledged beyond what was resent after the timeout: the receiver had the
+                # originals in order, so nothing was lost (a late ACK): restore the window
+                self._cwnd, self._ssthresh = max(self._cwnd, undo[0]), undo[1]
+            self._undo = None
         if psn_diff(self._next_psn, self._una) < 0:
             self._next_psn = self._una
         self._retries = self.config.retry_count
+        if self._backoff:
+            self._backoff = 0
+            self._set_rto()
         return True
+
+    def _sample_rtt(self, now: float) -> None:
+        """Fold the round trip of the timed packet (acknowledged now) into the estimate."""
+        r = now - self._rtt_t0
+        self._rtt_psn = -1
+        if r < 0:  # a caller's clock other than time.monotonic (tests)
+            return
+        if self._srtt == 0.0:
+            self._srtt, self._rttvar = r, r / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - r)
+            self._srtt = 0.875 * self._srtt + 0.125 * r
+        self._set_rto()
+
+    def _set_rto(self) -> None:
+        cfg = self.config
+        if self._srtt == 0.0:
+            self._rto = cfg.ack_timeout
+            return
+        base = max(cfg.min_rto, self._srtt + 4 * self._rttvar)
+        self._rto = min(cfg.ack_timeout, base * (1 << min(self._backoff, 20)))
 
     def _fail(self, status: WcStatus, done: list[Completion]) -> None:
         """Complete the head WR with `status`, flush the rest, enter the error state."""
@@ -601,9 +667,9 @@ class QueuePair:
             return
         if kind == 0x00:
             if self._ack_through(psn, done):
-                self._deadline = (
-                    None if self._una == self._next_psn else now + self.config.ack_timeout
-                )
+                if self._rtt_psn >= 0 and psn_diff(self._una, self._rtt_psn) > 0:
+                    self._sample_rtt(now)
+                self._deadline = None if self._una == self._next_psn else now + self._rto
             self._pump(now)
             return
         self._obs.on_nak_received(syndrome)
@@ -624,6 +690,7 @@ class QueuePair:
                 self._obs.on_retransmit(psn_diff(self._next_psn, psn))
                 self._shrink_window()
                 self._next_psn = psn
+                self._rtt_psn = -1  # the timed packet may be resent (Karn)
             self._pump(now)
             return
         status = {
@@ -656,13 +723,21 @@ class QueuePair:
             if self._rnr_until is not None:
                 self._rnr_until = None
             elif self._una != self._next_psn or psn_diff(self._assign_psn, self._una) > 0:
-                self._retries -= 1
+                # only a timeout at the full (negotiated) ACK timeout counts as a retry: the
+                # shorter adaptive ones are probes for a lost tail packet, ACK or NAK
+                if self._rto >= self.config.ack_timeout:
+                    self._retries -= 1
                 if self._retries < 0:
                     self._fail(_WCSTATUS_RETRY_EXC_ERR, done)
                 else:
                     self._obs.on_retransmit(max(1, psn_diff(self._next_psn, self._una)))
+                    if self._undo is None:
+                        self._undo = (self._cwnd, self._ssthresh)
                     self._shrink_window()
                     self._next_psn = self._una
+                    self._rtt_psn = -1
+                    self._backoff += 1
+                    self._set_rto()
             self._pump(now)
         for c in done:
             self._on_completion(c)

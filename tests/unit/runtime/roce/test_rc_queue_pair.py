@@ -5,6 +5,7 @@ left untouched, ACK coalescing, the solicited-event bit and ACK-before-completio
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable
 
 import pytest
@@ -265,3 +266,54 @@ def test_the_go_back_n_window_halves_on_loss_and_grows_back_on_acks() -> None:
         pair.a.post_write(wr_id=2 + k, local=memoryview(data), remote_va=0x10000, rkey=rkey)
         pair.run()
     assert pair.a.window > after_loss
+
+
+def test_a_lost_last_packet_is_probed_after_the_measured_rto_without_using_a_retry() -> None:
+    # The pair's clock follows time.monotonic here, so the requester measures real round trips
+    # (microseconds): its timer then fires after min_rto, long before the 100 s ACK timeout, and
+    # such a short timeout is a probe that does not count against retry_count (0: the first
+    # timeout at the full ACK timeout would fail the QP).
+    config = TransportConfig(
+        mtu=1024, window=64, ack_every=64, ack_timeout=100.0, min_rto=0.01, retry_count=0
+    )
+    pair = Pair(config=config)
+    buf, rkey = _region(pair, 8 * 1024)
+    data = _pattern(4 * 1024)
+    pair.now = time.monotonic()
+    pair.a.post_write(wr_id=1, local=memoryview(data), remote_va=0x10000, rkey=rkey)
+    pair.now = time.monotonic()
+    pair.run()  # a measured round trip
+    assert pair.done_a[0].status == WcStatus.SUCCESS
+    pair.a.post_write(wr_id=2, local=memoryview(data), remote_va=0x11000, rkey=rkey)
+    pair.now = time.monotonic()
+    pair.run(drop_to_b=lambda i, raw: i == 3)  # the last packet of the second write
+    assert len(pair.done_a) == 1
+    pair.tick(1.0)  # far beyond the RTO of a round trip measured in microseconds
+    pair.run()
+    assert [(c.wr_id, c.status) for c in pair.done_a] == [
+        (1, WcStatus.SUCCESS),
+        (2, WcStatus.SUCCESS),
+    ]
+    assert bytes(buf[0x1000:0x2000]) == data
+    assert pair.obs_a.retransmits == 1
+
+
+def test_a_spurious_timeout_gives_the_window_back() -> None:
+    # Only the ACK is lost: the timeout resends one packet, the receiver acknowledges it as a
+    # duplicate together with everything after it, and the window returns to its size.
+    pair = Pair(config=TransportConfig(mtu=1024, window=64, ack_every=64, ack_timeout=0.01))
+    buf, rkey = _region(pair, 64 * 1024)
+    data = _pattern(64 * 1024)
+    pair.now = time.monotonic()
+    pair.a.post_write(wr_id=1, local=memoryview(data), remote_va=0x10000, rkey=rkey)
+    batch, pair.to_b = pair.to_b, []
+    for raw in batch:
+        pair._deliver(pair.b, raw, pair.now)
+    pair.b.flush_ack()
+    pair.to_a.clear()  # the ACKs are lost
+    pair.tick(1.0)
+    assert pair.a.window < 64
+    pair.run()
+    assert pair.done_a[0].status == WcStatus.SUCCESS
+    assert bytes(buf) == data
+    assert pair.a.window == 64
