@@ -36,6 +36,7 @@ from naa_runtime.roce.packets import (
     CM_QKEY,
     DETH_LEN,
     ICRC_LEN,
+    PSN_MASK,
     RC_REQUEST_OPCODES,
     ROCE_UDP_PORT,
     MalformedPacket,
@@ -191,7 +192,12 @@ class Endpoint:
                 self._gro = True
             except OSError:
                 self._gro = False
-        self._gso = self.config.gso and impairment is None
+        # A loss-only impairment keeps GSO: each batch is split around the packets it drops
+        # (the same seeded decision per packet as the per-packet path). Duplication and
+        # reordering act on single datagrams, so they send one datagram per packet.
+        loss_only = impairment is not None and impairment.duplicate == 0 and impairment.reorder == 0
+        self._gso = self.config.gso and (impairment is None or loss_only)
+        self._loss = impairment.loss if impairment is not None and self._gso else 0.0
         if not self._gso:
             # RoCEv2 usually sends UDP checksum 0 (the ICRC protects the packet); the kernel
             # refuses GSO on such sockets, so GSO senders keep the (ICRC-masked) checksum.
@@ -332,6 +338,18 @@ class Endpoint:
             return
         self._transmit_now(peer_ip, pkts)
 
+    def _lost(self) -> bool:
+        """The seeded loss decision for the next packet sent with GSO under a loss-only
+        impairment (tx lock held): the random draws `_send_one` makes for a packet (loss;
+        then, if kept, reorder and duplication, which are 0 here), so a GSO sender drops
+        exactly the packets the per-packet path would."""
+        rng = self._rng
+        if rng.random() < self._loss:
+            return True
+        rng.random()
+        rng.random()
+        return False
+
     def _transmit_now(self, peer_ip: str, pkts: list[OutPacket]) -> None:
         """Add ICRCs and send; GSO-batches runs of equal-sized packets (a shorter one may end
         a batch)."""
@@ -340,6 +358,18 @@ class Endpoint:
         addr = (peer_ip, ROCE_UDP_PORT)
         stats = self.stats
         n = len(pkts)
+        if self._loss:
+            with self._tx_lock:
+                kept = [p for p in pkts if not self._lost()]
+            if len(kept) < n:
+                # counted as sent (as the per-packet path counts them), then lost on the wire
+                stats.packets_tx += n - len(kept)
+                stats.bytes_tx += sum(len(h) + len(p) + d + ICRC_LEN for h, p, d in pkts)
+                stats.bytes_tx -= sum(len(h) + len(p) + d + ICRC_LEN for h, p, d in kept)
+                pkts = kept
+                n = len(pkts)
+                if not n:
+                    return
         if n <= 2 and self._gso:
             # An ACK, an RPC's request or reply, a request with the ACK deferred behind it: one
             # sendmsg (a second, shorter packet ends the GSO batch), no generic batching loop.
@@ -456,24 +486,36 @@ class Endpoint:
         # Headers, ICRCs and GSO sendmsg calls in C, without the GIL; the payload goes to the
         # kernel straight from `local`. No _tx_lock: one sendmsg is atomic, and an unconnected
         # socket's IPv4 IDs restart at 0 in every GSO batch (no state shared between threads).
-        dropped, err = _fastpath.send_middle_run(
-            self._sock.fileno(),
-            table[0],
-            ROCE_UDP_PORT,
-            op,
-            dest_qp,
-            first_psn,
-            first_index,
-            count,
-            local[offset : offset + count * mtu],
-            mtu,
-            ack_every,
-            table[1],
-            max(1, min(_GSO_MAX_SEGS, _GSO_MAX_BYTES // seg)),
-        )
+        runs = [(0, count)]
+        if self._loss:
+            # send the packets the impairment keeps, in runs between the ones it drops
+            with self._tx_lock:
+                lost = [i for i in range(count) if self._lost()]
+            runs = []
+            start = 0
+            for i in (*lost, count):
+                if i > start:
+                    runs.append((start, i))
+                start = i + 1
         stats = self.stats
-        if dropped:
-            stats.dropped[f"tx_error_{err}"] += dropped
+        for a, b in runs:
+            dropped, err = _fastpath.send_middle_run(
+                self._sock.fileno(),
+                table[0],
+                ROCE_UDP_PORT,
+                op,
+                dest_qp,
+                (first_psn + a) & PSN_MASK,
+                first_index + a,
+                b - a,
+                local[offset + a * mtu : offset + b * mtu],
+                mtu,
+                ack_every,
+                table[1],
+                max(1, min(_GSO_MAX_SEGS, _GSO_MAX_BYTES // seg)),
+            )
+            if dropped:
+                stats.dropped[f"tx_error_{err}"] += dropped
         stats.packets_tx += count
         stats.bytes_tx += count * seg
 
