@@ -4,14 +4,15 @@ Prints:
   * RDMA WRITE goodput of a 64 MiB input region (invoke of the no-op kernel 3 until its reply)
     vs a raw-UDP blast of the same bytes in datagrams of the same size (4112 B = BTH + 4 KiB
     + ICRC), sent with the same GSO batching and received with GRO — the ceiling;
-  * invoke round trip p50/p99 for a 1-byte region with kernel 3 vs a 1-byte UDP ping-pong;
+  * invoke round trip p50/p99 for a 1-byte region with kernel 3 vs a 1-byte UDP ping-pong,
+    measured in alternating blocks (10 of 200 each by default) so both see the same load;
   * RDMA WRITE goodput with 1 % loss injected on the sending side of both ends.
 Floors: goodput >= 5 Gbit/s and >= 0.5x the raw-UDP ceiling; p50 round trip <= 2x ping-pong.
 
 The NAA and the UDP sink/echo run in a separate process (as a real NAA would), on loopback
 addresses 127.93.x.y. Writes a CDF of the round trips to out/bench/roce-rtt.png.
 
-  .venv/bin/python bench/roce.py [--runs 3] [--rtt-count 2000] [--size-mib 64]
+  .venv/bin/python bench/roce.py [--runs 3] [--rtt-count 2000] [--rtt-blocks 10] [--size-mib 64]
 """
 
 from __future__ import annotations
@@ -199,10 +200,12 @@ def rdma_write_goodput(
     return rates, stats
 
 
-def rdma_round_trips(
-    address: str, local: str, count: int
-) -> tuple[np.ndarray, tuple[float, float]]:
-    """Round trips in µs and the CPU seconds per call (host process, NAA process)."""
+def round_trips_alternating(
+    address: str, local: str, udp_local: str, count: int, blocks: int = 10
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Invoke round trips and UDP ping-pongs in µs, measured in `blocks` alternating blocks
+    (count // blocks each) so that both see the same machine conditions, and the CPU seconds
+    per invoke (host process, NAA process; the ping-pong blocks excluded)."""
     from naa_runtime.mrsp import MrFlags
     from naa_runtime.rpc import HostConnection, Region
 
@@ -213,15 +216,24 @@ def rdma_round_trips(
     h.mrsp()
     for _ in range(50):
         h.call(3, timeout=10)
-    out = np.empty(count)
-    n0, h0 = naa_cpu_seconds(address), time.process_time()
-    for i in range(count):
-        t = time.perf_counter()
-        h.call(3, timeout=10)
-        out[i] = time.perf_counter() - t
-    cpu = ((time.process_time() - h0) / count, (naa_cpu_seconds(address) - n0) / count)
+    per_block = max(1, count // blocks)
+    rtt: list[np.ndarray] = []
+    pp: list[np.ndarray] = []
+    host_cpu = naa_cpu = 0.0
+    for _ in range(blocks):
+        pp.append(udp_ping_pong(address, udp_local, per_block))
+        out = np.empty(per_block)
+        n0, h0 = naa_cpu_seconds(address), time.process_time()
+        for i in range(per_block):
+            t = time.perf_counter()
+            h.call(3, timeout=10)
+            out[i] = time.perf_counter() - t
+        host_cpu += time.process_time() - h0
+        naa_cpu += naa_cpu_seconds(address) - n0
+        rtt.append(out * 1e6)
     h.disconnect()
-    return out * 1e6, cpu
+    calls = per_block * blocks
+    return np.concatenate(rtt), np.concatenate(pp), (host_cpu / calls, naa_cpu / calls)
 
 
 def plot(rdma: np.ndarray, udp: np.ndarray) -> Path:
@@ -253,6 +265,12 @@ def main() -> None:
     parser.add_argument("--loss", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=int, default=3, help="64 MiB transfers per measurement")
     parser.add_argument("--rtt-count", type=int, default=2000, help="round trips measured")
+    parser.add_argument(
+        "--rtt-blocks",
+        type=int,
+        default=10,
+        help="alternating blocks of invokes and ping-pongs the round trips are measured in",
+    )
     parser.add_argument("--size-mib", type=int, default=64, help="bulk transfer size")
     parser.add_argument("--loss-size-mib", type=int, default=16, help="transfer size at 1 %% loss")
     args = parser.parse_args()
@@ -272,7 +290,7 @@ def main() -> None:
     size = args.size_mib << 20
     results: dict[str, object] = {}
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("starting the NAA processes", total=7)
+        task = progress.add_task("starting the NAA processes", total=6)
         clean = Helper(naa)
         lossy = Helper(lossy_naa, loss=0.01)
         try:
@@ -282,10 +300,12 @@ def main() -> None:
             write, write_stats = rdma_write_goodput(naa, host, size, args.runs)
             progress.update(task, advance=1, description="raw UDP blast again")
             blast += [udp_blast(naa, udp_host, size) for _ in range(args.runs)]
-            progress.update(task, advance=1, description="UDP ping-pong")
-            pp = udp_ping_pong(naa, udp_host, args.rtt_count)
-            progress.update(task, advance=1, description="invoke round trips")
-            rtt, rtt_cpu = rdma_round_trips(naa, host, args.rtt_count)
+            progress.update(
+                task, advance=1, description="invoke round trips and UDP ping-pong, alternating"
+            )
+            rtt, pp, rtt_cpu = round_trips_alternating(
+                naa, host, udp_host, args.rtt_count, args.rtt_blocks
+            )
             progress.update(task, advance=1, description="RDMA WRITE goodput at 1 % loss")
             lossy_rates, lossy_stats = rdma_write_goodput(
                 lossy_naa, lossy_host, args.loss_size_mib << 20, max(1, args.runs - 1), loss=0.01
