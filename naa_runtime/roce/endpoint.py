@@ -125,6 +125,9 @@ class _StatsObserver(QpObserver):
     def on_dropped(self, reason: str) -> None:
         self.stats.dropped[reason] += 1
 
+    def on_dropped_many(self, reason: str, count: int) -> None:
+        self.stats.dropped[reason] += count
+
 
 @dataclass(frozen=True)
 class Impairment:
@@ -879,6 +882,9 @@ class Endpoint:
             stats.packets_rx += r.placed
             stats.bytes_rx += r.placed * seg
             touched.add(qp)
+        elif r.done:  # out-of-sequence segments the QP dropped at once
+            stats.packets_rx += r.done
+            stats.bytes_rx += r.done * seg
         if r.acks:
             stats.packets_tx += r.acks
             stats.bytes_tx += 20 * r.acks

@@ -213,6 +213,10 @@ class QpObserver:
 
     def on_dropped(self, reason: str) -> None: ...
 
+    def on_dropped_many(self, reason: str, count: int) -> None:
+        for _ in range(count):
+            self.on_dropped(reason)
+
 
 Transmit = Callable[[list[OutPacket]], None]
 
@@ -859,6 +863,24 @@ class QueuePair:
                     self._send_ack(_SYNDROME_ACK_UNLIMITED, psn_add(self._epsn, -1))
                 else:
                     self._ack_pending = owe == 1
+            elif self._nak_sent and r[8] == 0 and r[4] == nbytes:
+                # Nothing placed from this datagram and its gap already NAKed (go-back-N:
+                # what follows a loss keeps arriving until the resend does): drop the leading
+                # segments of this run that are ahead of the expected PSN at once, as the
+                # per-packet path would one by one (it would NAK nothing either), instead of
+                # ~5 µs of Python each. Their ICRCs go unchecked: they are discarded anyway.
+                epsn = self._epsn
+                k = 0
+                for off in range(0, nbytes - seg + 1, seg):
+                    if buf[off : off + 8] != first8:
+                        break
+                    d = psn_diff(int.from_bytes(buf[off + 9 : off + 12], "big"), epsn)
+                    if d <= 0:
+                        break
+                    k += 1
+                if k:
+                    self._obs.on_dropped_many("out_of_sequence_psn", k)
+                    return BurstResult(*r[:8], k, r[9])
         return BurstResult(*r)
 
     def _on_request(
