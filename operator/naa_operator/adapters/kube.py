@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -117,6 +118,8 @@ class Kube:
         self._custom: Any = k8s.CustomObjectsApi(api)
         self._core: Any = k8s.CoreV1Api(api)
         self._coord: Any = k8s.CoordinationV1Api(api)
+        self.calls: Counter[str] = Counter()
+        """API calls made so far, by verb and kind ("create Lease", "patch status", …)."""
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -124,6 +127,7 @@ class Kube:
         api.close()
 
     async def _run(self, what: str, fn: Callable[[], T]) -> T:
+        self.calls[" ".join(what.split()[:2])] += 1
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool, fn)

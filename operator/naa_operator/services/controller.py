@@ -18,8 +18,10 @@ may lag behind the cluster, so a stale read may cost a retry but never a double 
 - Lease creation is the lock (a 409 means taken), whatever the cache said;
 - the steps that destroy or start something on the strength of a read (roll back, lost Leases,
   clean old pods, create pods, flash) re-read the job, its Leases and its pods from the API
-  and decide again first;
-- a job's Leases are deleted only after a LIST from the API shows none of its pods alive.
+  and decide again first (not right after this process's own bind, which goes on with what
+  its writes returned);
+- a job's Leases are deleted only once the pod cache is known complete (`_drain_then_release`)
+  and shows none of its pods alive.
 """
 
 from __future__ import annotations
@@ -230,7 +232,6 @@ class Controller:
         self._delayed: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
-        self._reconciled_at: dict[str, float] = {}
         self._naa_cache: dict[str, Body] = {}
         self._bs_cache: dict[str, Body] = {}
         self._cache_primed = False
@@ -250,7 +251,8 @@ class Controller:
         self.jobs = Store()
         self.pods = Store(index=_pod_job)
         self.leases = Store(index=_lease_holder_uid)
-        self._synced = asyncio.Event()
+        self._listed = asyncio.Event()  # every informer has listed once
+        self._synced = asyncio.Event()  # … and the NAAs and Bitstreams are known too
         self._informers: list[Informer] = []
         # Jobs that the last passes could not place: when that was first seen (monotonic).
         self._pending_since: dict[str, float] = {}
@@ -360,14 +362,14 @@ class Controller:
             def on_list(items: list[Body], version: str) -> None:
                 for kind, body in store.replace(items, version):
                     react(kind, dict(body))
-                if all(s.synced for s in stores) and not self._synced.is_set():
+                if all(s.synced for s in stores) and not self._listed.is_set():
                     log.info(
                         "caches synced: %d NAAJobs, %d pods, %d Leases",
                         len(self.jobs),
                         len(self.pods),
                         len(self.leases),
                     )
-                    self._synced.set()
+                    self._listed.set()
 
             return on_list
 
@@ -386,10 +388,18 @@ class Controller:
             informer.start(on_list=listed(store, react), on_event=watched(store, react))
             self._informers.append(informer)
 
+    async def _sync(self) -> None:
+        """Nothing acts before the caches have listed and the NAAs (their management
+        endpoints: a release samples their sensors) and Bitstreams are known."""
+        await self._listed.wait()
+        await self._naas_and_bitstreams()
+        self._synced.set()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run workers, the scheduler, samplers and leader election until `stop` is set."""
         self._start_informers()
         loops: list[Callable[[], Awaitable[None]]] = [
+            self._sync,
             self._scheduler_loop,
             self._resync_loop,
             self._sampler_loop,
@@ -483,6 +493,7 @@ class Controller:
 
     async def _resync_loop(self) -> None:
         await self._synced.wait()
+        logged_calls: dict[str, int] = {}
         while True:
             await asyncio.sleep(self.config.resync_seconds)
             if not self._leader:
@@ -506,6 +517,15 @@ class Controller:
             for name, value in counts.items():
                 self.metrics.jobs.labels(condition=name).set(value)
             self._schedule.set()
+            calls = dict(sorted(self.kube.calls.items()))
+            if calls != logged_calls:
+                log.info(
+                    "API calls so far (%d jobs Succeeded, %d Failed): %s",
+                    counts[cond.SUCCEEDED],
+                    counts[cond.FAILED],
+                    ", ".join(f"{k} {v}" for k, v in calls.items()),
+                )
+                logged_calls = calls
 
     # ---------------------------------------------------------------------- leader election
 
@@ -927,7 +947,9 @@ class Controller:
             for a, c, notes in zip(assignments, created, annotations, strict=True)
             if isinstance(c, dict)
         }
-        self._spawn(self._continue_after_bind(view.key, patched, held, bound=time.monotonic()))
+        # Still under the job's lock (a reconcile of the job waits for this), in the bind's
+        # own task: straight on to flashing and the pods.
+        await self._continue_after_bind(view.key, patched, held)
 
     async def _give_back(self, created: Sequence[Body | BaseException | None]) -> None:
         """Delete the Leases a bind created before it had to give up."""
@@ -1085,7 +1107,6 @@ class Controller:
             await self._reconcile(key)
 
     async def _reconcile(self, key: str) -> None:
-        self._reconciled_at[key] = time.monotonic()
         namespace, name = key.split("/", 1)
         body = self.jobs.get(key)
         if body is None:
@@ -1168,19 +1189,15 @@ class Controller:
         held = {ls.naa: ls for ls in map(lease_info, leases) if ls.holder == holder}
         return body, held, [p for p in pods if views.owned_by(p, uid)]
 
-    async def _continue_after_bind(
-        self, key: str, body: Body, held: dict[str, LeaseInfo], *, bound: float
-    ) -> None:
-        """Go straight from a fresh binding to flashing and the pods, with what the pass just
-        wrote (the patched job, the Leases it created): a first attempt has no pods yet, so
-        nothing needs reading back. Any doubt (a retry) goes through the full reconcile."""
+    async def _continue_after_bind(self, key: str, body: Body, held: dict[str, LeaseInfo]) -> None:
+        """Go straight from a fresh binding to flashing and the pods, with what the bind just
+        wrote (the patched job, the Leases it created), under the lock the bind holds: a first
+        attempt has no pods yet, so nothing needs reading back. Any doubt (a retry) goes
+        through the full reconcile."""
         try:
-            async with self._lock(key):
-                if self._reconciled_at.get(key, 0.0) > bound:
-                    return  # a full reconcile got the lock first and took the job further
-                if int((body.get("status") or {}).get("failedAttempts", 0)) == 0:
-                    await self._decide_and_act(key, body, held, [])
-                    return
+            if int((body.get("status") or {}).get("failedAttempts", 0)) == 0:
+                await self._decide_and_act(key, body, held, [])
+                return
         except (KubeError, ManagementError) as exc:
             log.warning("continuing %s after binding failed, retrying: %s", key, exc)
         self.enqueue(key)
