@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -32,10 +32,10 @@ class Gone(Exception):
     """The watch's resourceVersion is too old (410): list again."""
 
 
-def _lines(resp: Any) -> Iterator[bytes]:
-    """The newline-separated JSON events of a watch response, as they arrive."""
+def lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The newline-separated JSON events of a watch response's body, as its chunks arrive."""
     buffer = b""
-    for chunk in resp.stream(amt=None, decode_content=False):
+    for chunk in chunks:
         buffer += chunk
         while (end := buffer.find(b"\n")) != -1:
             line, buffer = buffer[:end], buffer[end + 1 :]
@@ -120,7 +120,7 @@ class Informer:
         self._response = resp
         assert self._on_event is not None
         try:
-            for line in _lines(resp):
+            for line in lines(resp.stream(amt=None, decode_content=False)):
                 event = json.loads(line)
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
