@@ -85,6 +85,16 @@ def run(  # noqa: PLR0917 - typer maps each option to a parameter
     workers: Annotated[
         int, typer.Option(envvar="NAAICE_WORKERS", help="Concurrent job reconciles.")
     ] = 16,
+    normal_events: Annotated[
+        bool,
+        typer.Option(
+            "--normal-events/--warning-events-only",
+            envvar="NAAICE_NORMAL_EVENTS",
+            help="Post Normal events for each job (Scheduled with the decision trace, Flashed, "
+            "Completed with its energy) besides the Warning ones; each is one more apiserver "
+            "write per job.",
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", envvar="NAAICE_VERBOSE")] = False,
 ) -> None:
     """Run the operator until SIGINT/SIGTERM."""
@@ -124,5 +134,6 @@ def run(  # noqa: PLR0917 - typer maps each option to a parameter
         metrics_port=metrics_port,
         leader_election=peering,
         workers=workers,
+        normal_events=normal_events,
     )
     asyncio.run(run_operator(options))

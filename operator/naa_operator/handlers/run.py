@@ -48,6 +48,7 @@ class RunOptions:
     leader_election: bool = True
     workers: int = 16
     resync_seconds: float = 10.0
+    normal_events: bool = True
 
 
 def _settings(options: RunOptions) -> kopf.OperatorSettings:
@@ -94,6 +95,7 @@ async def run_operator(
             workers=options.workers,
             resync_seconds=options.resync_seconds,
             leader_election=options.leader_election,
+            normal_events=options.normal_events,
         ),
     )
     admission = Admission(kube=kube) if options.webhook is not None else None

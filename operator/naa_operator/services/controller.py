@@ -123,6 +123,10 @@ class OperatorConfig:
     pending_grace_seconds: float = 1.0
     """How long a job that does not fit waits before its `Scheduled=False` verdict (and the
     Warning event with the trace) is written."""
+    normal_events: bool = True
+    """Post the Normal events of the happy path (Scheduled with the decision trace, Flashed,
+    Completed with the energy) besides the Warning ones; they are posted in the background,
+    off the job's path, but each is one more write for the apiserver."""
 
 
 def _now_ns() -> int:
@@ -933,8 +937,15 @@ class Controller:
         if flashed is not None:
             for _ in assignments:
                 self.metrics.flash_seconds.labels(result="ok").observe(flashed)
-        # It was just placed: the trace is in the Scheduled condition's message; an Event
-        # carries it only while the job waits (`_still_pending`), where it explains something.
+        # The trace is in the Scheduled condition's message too; the Event is the record
+        # `kubectl describe` shows, posted in the background (not on the job's path).
+        if self.config.normal_events:
+            loaded = " (digest already loaded)" if flashed is not None else ""
+            self._event(
+                involved=patched,
+                reason="Scheduled",
+                message=f"NAA Spec {spec_original}{loaded}: " + "; ".join(trace),
+            )
         held = {
             a.naa: LeaseInfo(
                 name=c["metadata"]["name"],
@@ -1657,10 +1668,13 @@ class Controller:
         )
         t2 = time.perf_counter()
         key = views.job_key(body)
-        if not succeeded:  # a success says all it has to say in its status
+        if not succeeded or self.config.normal_events:
             total = (energy or {}).get("totalJoules", 0.0)
             self._event(
-                involved=body, reason=reason, message=f"{message}; energy {total} J", type="Warning"
+                involved=body,
+                reason=reason,
+                message=f"{message}; energy {total} J",
+                type="Normal" if succeeded else "Warning",
             )
         # The terminal condition is durable now; only then drain the pods and free the NAAs.
         if pods is None:
@@ -1856,6 +1870,8 @@ class Controller:
         )
         # The caller goes on to the pods (or enqueues the key) itself.
         await self._patch_status(body, {"conditions": [c.to_dict() for c in new]}, quiet=True)
+        if self.config.normal_events:
+            self._event(involved=body, reason="Flashed", message=f"digest loaded: {took}")
         return new
 
     async def _create_pods(

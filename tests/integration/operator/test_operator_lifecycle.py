@@ -83,6 +83,16 @@ def test_a_job_runs_to_success_with_its_naa_spec_flashed_naas_and_energy(
     for cond in ("Scheduled", "Flashed", "Succeeded"):
         assert lab.condition(job, cond)["status"] == "True"
 
+    # `kubectl describe` tells the same story: the decision trace, the flash and the energy.
+    def normal_events() -> dict[str, str]:
+        return {e["reason"]: e["message"] for e in lab.events("happy") if e["type"] == "Normal"}
+
+    lab.wait("Normal events", lambda: {"Scheduled", "Flashed", "Completed"} <= set(normal_events()))
+    told = normal_events()
+    assert told["Scheduled"].startswith(f"NAA Spec {want}"), told
+    assert "digest loaded" in told["Flashed"], told
+    assert f"energy {energy['totalJoules']} J" in told["Completed"], told
+
     # The operator's own metrics saw the placement and both flashes.
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
         families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
