@@ -233,6 +233,8 @@ class Endpoint:
         self._fg_until = 0.0
         self._fg_poller: select.poll | None = None
         self._deferred: set[QueuePair] = set()
+        self._spin_checked = -2.0
+        self._spin_now = 0.0
 
     # ------------------------------------------------------------------------- QPs
 
@@ -601,6 +603,7 @@ class Endpoint:
     def _rx_loop(self) -> None:
         poller = self._new_poller()
         sock_fd = self._sock.fileno()
+        active = 0.0  # when the last round received something
         while self._running:
             now = time.monotonic()
             if self._fg or now < self._fg_until:
@@ -615,6 +618,9 @@ class Endpoint:
                 self._flush_deferred()
                 dl = self._next_deadline()
                 timeout_ms = 200 if dl is None else max(0, min(200, int((dl - now) * 1000) + 1))
+                if now - active < self._spin(now):
+                    timeout_ms = 0  # busy-poll: the next packet of a round trip finds us awake
+                    os.sched_yield()
                 try:
                     events = poller.poll(timeout_ms)
                 except OSError:
@@ -627,8 +633,23 @@ class Endpoint:
                             self._wake_r.recv(64)
                     if not self._round(defer_acks=None):
                         return
+                    if self._last_round_count:
+                        active = time.monotonic()
                 else:
                     self._run_timers()
+
+    def _spin(self, now: float) -> float:
+        """Seconds to busy-poll after a packet: `config.busy_poll` while the machine has a
+        CPU to spare (1-minute load average below the CPU count, looked at once a second),
+        else 0."""
+        if now >= self._spin_checked + 1.0:
+            self._spin_checked = now
+            try:
+                idle = os.getloadavg()[0] < (os.cpu_count() or 1)
+            except OSError:
+                idle = False
+            self._spin_now = self.config.busy_poll if idle else 0.0
+        return self._spin_now
 
     def _foreground(self) -> bool:
         return self._fg > 0
@@ -642,10 +663,10 @@ class Endpoint:
     def drive(self, done: Callable[[], bool], deadline: float | None) -> bool:
         """Receive and process packets on the calling thread until `done()` is true or
         `deadline` (time.monotonic()) passes: a waiting caller polls the socket itself (busy
-        for `config.busy_poll` seconds after each packet, then blocking), instead of
-        sleeping until the receive thread wakes it. Returns False, doing nothing, if another
-        caller is already receiving (wait for its callbacks instead) or the endpoint is
-        closed."""
+        for `config.busy_poll` seconds after each packet while the machine is not loaded, then
+        blocking), instead of sleeping until the receive thread wakes it. Returns False, doing
+        nothing, if another caller is already receiving (wait for its callbacks instead) or the
+        endpoint is closed."""
         with self._fg_lock:
             if self._fg_owner or not self._running:
                 return False
@@ -663,8 +684,8 @@ class Endpoint:
                     # in the wake pipe and would make every poll() here return at once.
                     poller = self._fg_poller = select.poll()
                     poller.register(self._sock.fileno(), select.POLLIN)
-                spin = self.config.busy_poll
                 idle_since = time.monotonic()
+                spin = self._spin(idle_since)
                 while not done():
                     if not self._is_running():  # stop() from another thread
                         return False
