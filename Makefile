@@ -45,7 +45,8 @@ test: lint typecheck imports pytest
 
 bench: $(STAMP) debs binaries
 	@$(BIN)/uv pip install -q --python $(BIN)/python -r requirements-bench.lock
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@failed=""; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || failed="$$failed $$b"; done; \
+	  if [ -n "$$failed" ]; then echo "missed a floor or failed:$$failed"; exit 1; fi
 
 # Re-pin after editing pyproject.toml's dependencies. Not a file rule on purpose: a fresh clone's
 # mtimes must never make `make test` re-resolve against the registry.
