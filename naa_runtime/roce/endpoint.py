@@ -74,7 +74,6 @@ log = logging.getLogger(__name__)
 
 _BTH = struct.Struct("!BBHII")
 _CRC = struct.Struct("<I")
-_BE32 = struct.Struct("!I")
 _SEG = struct.Struct("=H")
 _ZEROS = b"\0\0\0\0"
 _STATES = struct.Struct(f"={_fastpath.MAX_SEGS}I")
