@@ -370,7 +370,7 @@ class _Connection:
             rc = KERNEL_TIMEOUT
         if obs is not None:
             obs.on_kernel_end(fn_code=fn, seconds=elapsed, return_code=rc)
-        server.stats.rpcs[(fn, _RESULT_NAMES.get(rc, "app_error"))] += 1
+        server.stats.rpcs[(fn, result_name(rc))] += 1
         if not self.closed.is_set():
             self._reply(rc)
         # The next RPC's receive, after the reply (off the round trip): its request can only
