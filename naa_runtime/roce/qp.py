@@ -355,9 +355,15 @@ class QueuePair:
         solicited: bool,
     ) -> None:
         if local.nbytes > 0x80000000:
-            raise ValueError("an RC message is at most 2 GiB")
+            raise ValueError(
+                f"an RC message is at most 2 GiB, got {local.nbytes} bytes: post it as several"
+                " messages (e.g. writes to consecutive remote addresses)"
+            )
         if not (0 <= remote_va < 1 << 64 and 0 <= rkey < 1 << 32):
-            raise ValueError(f"remote address {remote_va:#x} / rkey {rkey:#x} out of range")
+            raise ValueError(
+                f"remote address {remote_va:#x} / rkey {rkey:#x} out of range: the address must"
+                " fit in 64 bits and the rkey in 32 (unsigned), as the peer advertised them"
+            )
         mtu = self.config.mtu
         done: list[Completion] = []
         with self._lock:
