@@ -274,6 +274,8 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=64, help="bulk transfer size")
     parser.add_argument("--loss-size-mib", type=int, default=16, help="transfer size at 1 %% loss")
     args = parser.parse_args()
+    if args.rtt_blocks < 1:
+        parser.error(f"--rtt-blocks must be at least 1, got {args.rtt_blocks}")
     if args.serve:
         serve(args.serve, args.loss)
         return
