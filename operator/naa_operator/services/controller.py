@@ -1002,9 +1002,7 @@ class Controller:
                 namespace, name, status, resource_version=meta.get("resourceVersion")
             )
         except Conflict:
-            fresh = await self.kube.get_naajob(namespace, name)
-            if fresh is not None:
-                self.jobs.wrote(fresh)
+            await self._refresh_job(namespace, name)
             raise
         self.jobs.wrote(patched)
         if quiet:
@@ -1165,14 +1163,9 @@ class Controller:
 
     def _cached_holdings(self, body: Body) -> tuple[dict[str, LeaseInfo], list[Body]]:
         """The job's Leases and pods as the caches have them."""
-        meta = body["metadata"]
         holder = self._holder(body)
-        leases = [lease_info(b) for b in self.leases.indexed(meta["uid"])]
-        pods = self.pods.indexed(f"{meta['namespace']}/{meta['name']}")
-        return (
-            {ls.naa: ls for ls in leases if ls.holder == holder},
-            [p for p in pods if views.owned_by(p, meta["uid"])],
-        )
+        leases = [lease_info(b) for b in self.leases.indexed(body["metadata"]["uid"])]
+        return {ls.naa: ls for ls in leases if ls.holder == holder}, self._own_pods(body)
 
     async def _refresh_job(self, namespace: str, name: str) -> Body | None:
         body = await self.kube.get_naajob(namespace, name)
@@ -1305,9 +1298,9 @@ class Controller:
         elif step is Step.RELEASE:
             # Finished, Leases still held (an operator died in `_finish`): the release instant
             # is the status's window end, on every Lease that lacks it, before any goes.
-            end = (status_energy := (body.get("status") or {}).get("energy") or {}).get("windowEnd")
-            end_ns = views.rfc3339_ns_to_ns(str(end or ""))
-            if held and end_ns is not None and status_energy:
+            recorded = (body.get("status") or {}).get("energy") or {}
+            end_ns = views.rfc3339_ns_to_ns(str(recorded.get("windowEnd") or ""))
+            if held and end_ns is not None and recorded:
                 await self._mark_unbound(held, end_ns)
             await self._drain_then_release(body, own_pods, held, scrub=True)
         elif step is Step.ROLLBACK:
@@ -1432,7 +1425,9 @@ class Controller:
 
     def _own_pods(self, body: Body) -> list[Body]:
         """The job's pods as the cache has them (a release checks the API itself)."""
-        return self._cached_holdings(body)[1]
+        meta = body["metadata"]
+        pods = self.pods.indexed(f"{meta['namespace']}/{meta['name']}")
+        return [p for p in pods if views.owned_by(p, meta["uid"])]
 
     async def _drain_then_release(
         self,
