@@ -28,6 +28,15 @@ and the watch parameters."""
 log = logging.getLogger("naaice.operator")
 
 
+_HINTS = {
+    401: " (the operator's credentials were refused: check its kubeconfig or ServiceAccount token)",
+    403: " (the operator's ServiceAccount may not list and watch them: apply the operator's"
+    " RBAC, deploy/rbac/operator.yaml or the Helm chart's)",
+    404: " (the resource is unknown to the apiserver: install the CRDs, charts/naaice/crds/)",
+}
+"""What to do about the errors a deployment can cause, appended to the retry warning."""
+
+
 class Gone(Exception):
     """The watch's resourceVersion is too old (410): list again."""
 
@@ -64,7 +73,6 @@ class Informer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_list: Callable[[list[Body], str], None] | None = None
         self._on_event: Callable[[str, Body], None] | None = None
-        self.relists = 0
 
     def start(
         self,
@@ -144,7 +152,6 @@ class Informer:
             try:
                 if not version:
                     version = self._list()
-                    self.relists += 1
                 version = self._watch(version)
                 delay = 0.5
             except Gone:
@@ -156,7 +163,14 @@ class Informer:
                 if exc.status == 410:
                     version = ""
                     continue
-                log.warning("informer %s: %s %s; retrying", self.name, exc.status, exc.reason)
+                log.warning(
+                    "informer %s: %s %s%s; retrying in %.1f s",
+                    self.name,
+                    exc.status,
+                    exc.reason,
+                    _HINTS.get(exc.status or 0, ""),
+                    delay,
+                )
                 self._stop.wait(delay)
                 delay = min(delay * 2, 10.0)
             except Exception as exc:  # a broken stream: watch again from `version`
