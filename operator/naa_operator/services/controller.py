@@ -672,15 +672,10 @@ class Controller:
         for naa in self._binding_naas:
             leased[naa] = "a bind under way"
         for body in jobs:
-            meta, status = body["metadata"], body.get("status") or {}
             if views.job_key(body) in self._binding_jobs:
                 continue
-            conds = views.job_conditions(body)
-            if meta.get("deletionTimestamp") or cond.is_terminal(conds):
-                continue
-            if (body.get("spec") or {}).get("suspend") or status.get("assignedNAAs"):
-                continue
-            pending.append(body)
+            if self._waits_for_naas(body, uid=body["metadata"]["uid"]):
+                pending.append(body)
         pending_uids = {b["metadata"]["uid"] for b in pending}
         rollbacks: list[Awaitable[bool]] = []
         draining: set[str] = set()
