@@ -176,6 +176,12 @@ class Informer:
             except Exception as exc:  # a broken stream: watch again from `version`
                 if self._stop.is_set():
                     return
-                log.warning("informer %s: watch broke (%s); watching again", self.name, exc)
+                log.warning(
+                    "informer %s: %s failed (%s); retrying in %.1f s",
+                    self.name,
+                    "watch" if version else "list",
+                    exc,
+                    delay,
+                )
                 self._stop.wait(delay)
                 delay = min(delay * 2, 10.0)

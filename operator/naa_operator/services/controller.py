@@ -264,7 +264,7 @@ class Controller:
         # (resourceVersion, future) of releases waiting for the pod watch to get that far.
         self._pod_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
-    # ---------------------------------------------------------------- entry points for handlers
+    # -------------------------------------------------- entry points for handlers and informers
 
     def enqueue(self, key: str) -> None:
         self.queue.add(key)
