@@ -351,20 +351,7 @@ class _Connection:
             obs.on_bytes(received=self.in_bytes, sent=self.out_bytes)
             obs.on_kernel_start(fn_code=fn)
         start = time.monotonic()
-        try:
-            rc = int(
-                kernel(
-                    inputs=self.inputs,
-                    outputs=self.outputs,
-                    user=imm >> 8,
-                    deadline=start + server.kernel_timeout,
-                )
-            )
-        except KernelTimeout:
-            rc = KERNEL_TIMEOUT
-        except Exception:
-            log.exception("kernel for fn code %d failed", fn)
-            rc = KERNEL_FAILED
+        rc = self._call_kernel(kernel, fn, imm, start + server.kernel_timeout)
         elapsed = time.monotonic() - start
         if rc == NAA_SUCCESS and elapsed > server.kernel_timeout:
             rc = KERNEL_TIMEOUT
@@ -417,16 +404,7 @@ class _Connection:
         # its late result is then dropped.
         server._watchdog.watch(rpc, self)
         try:
-            rc = int(
-                kernel(
-                    inputs=self.inputs, outputs=self.outputs, user=imm >> 8, deadline=rpc.deadline
-                )
-            )
-        except KernelTimeout:
-            rc = KERNEL_TIMEOUT
-        except Exception:
-            log.exception("kernel for fn code %d failed", fn)
-            rc = KERNEL_FAILED
+            rc = self._call_kernel(kernel, fn, imm, rpc.deadline)
         finally:
             server._watchdog.unwatch(rpc)
         elapsed = time.monotonic() - start
@@ -436,6 +414,19 @@ class _Connection:
         if obs is not None:
             obs.on_kernel_end(fn_code=fn, seconds=elapsed, return_code=rc)
         self._finish(rpc, rc)
+
+    def _call_kernel(self, kernel: Kernel, fn: int, imm: int, deadline: float) -> int:
+        """Run the kernel on this connection's regions; its return code, or KERNEL_TIMEOUT /
+        KERNEL_FAILED (logged) if it raises."""
+        try:
+            return int(
+                kernel(inputs=self.inputs, outputs=self.outputs, user=imm >> 8, deadline=deadline)
+            )
+        except KernelTimeout:
+            return KERNEL_TIMEOUT
+        except Exception:
+            log.exception("kernel for fn code %d failed", fn)
+            return KERNEL_FAILED
 
     def _finish(self, rpc: _Rpc, rc: int) -> None:
         """Reply once per RPC (the watchdog and the worker may race)."""
