@@ -580,10 +580,13 @@ class RpcServer:
         self._watchdog.stop()
 
     def drop_connections(self) -> None:
+        """Close every connection and forget it now (its worker thread's own release later
+        finds it gone), so a scrub or a flash that returns sees no connection left."""
         with self._lock:
             conns = list(self._conns.values())
         for c in conns:
             c.close()
+            self._release(c)
 
     async def start(self) -> None:
         self.open()
@@ -676,8 +679,10 @@ class RpcServer:
         ep.send_mad(peer_ip, conn.rep, tid=tid)
 
     def _release(self, conn: _Connection) -> None:
+        key = (conn.peer_ip, conn.remote_comm_id)
         with self._lock:
-            removed = self._conns.pop((conn.peer_ip, conn.remote_comm_id), None)
+            # Only this connection: a new one may hold the same key by now.
+            removed = self._conns.pop(key) if self._conns.get(key) is conn else None
         if removed is not None and self.observer is not None:
             self.observer.on_connection(opened=False)
 
