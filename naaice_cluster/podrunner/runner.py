@@ -23,6 +23,7 @@ from typing import Any
 
 from naaice_cluster.config import NODE_IP
 from naaice_cluster.kube import ApiError, Kube
+from naaice_cluster.podrunner._exec import launch_argv
 from naaice_cluster.podrunner.envresolve import (
     ContainerConfigError,
     command_line,
@@ -34,7 +35,7 @@ from naaice_cluster.podrunner.volumes import materialise, volume_files
 JSON = dict[str, Any]
 log = logging.getLogger("naaice.podrunner")
 _BACKOFF_START, _BACKOFF_MAX = 1.0, 30.0
-#: File in the pods dir listing mount points created on the host (see `_exec`).
+#: File in the pods dir listing mount points created on the host (see `_exec.create_recorded`).
 CREATED_MOUNT_POINTS = "created-mount-points"
 
 
@@ -252,17 +253,12 @@ class PodWorker(threading.Thread):
         spec = self._exec_spec(container, volumes, argv)
         if not spec["namespaces"] and spec["mounts"]:
             env["NAAICE_MOUNT_ROOT"] = self._fallback_mount_root(rec.name, spec["mounts"])
-        spec_path = self.dir / f"{rec.name}.exec.json"
-        spec_path.write_text(json.dumps(spec))
-        cmd = [
-            self.runner.config.python,
-            "-I",
-            "-m",
-            "naaice_cluster.podrunner._exec",
-            str(spec_path),
-        ]
-        if spec["namespaces"]:
-            cmd = ["unshare", "--mount", "--uts", "--propagation", "private", "--", *cmd]
+        (self.dir / f"{rec.name}.exec.json").write_text(json.dumps(spec))  # for debugging
+        try:
+            cmd = launch_argv(spec)
+        except OSError as exc:  # a mount point that cannot be created
+            cmd = ["/bin/sh", "-c", 'echo "$1" >&2; exit 128', "naaice-launch"]
+            cmd.append(f"naaice pod runner: preparing the container failed: {exc}")
         logfile = self.dir / f"{rec.name}.log"
         with logfile.open("ab") as fh:
             proc = subprocess.Popen(

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 
 from naaice_cluster.controlplane import mount_points_in_use, remove_created_mount_points
-from naaice_cluster.podrunner._exec import _create_recorded
+from naaice_cluster.podrunner._exec import create_recorded
 from naaice_cluster.podrunner.runner import CREATED_MOUNT_POINTS, namespaces_available
 
 
 def test_created_directories_and_files_are_removed_when_still_empty(tmp_path: Path) -> None:
     record = tmp_path / "pods" / CREATED_MOUNT_POINTS
     record.parent.mkdir()
-    _create_recorded(tmp_path / "etc" / "naaice", is_dir=True, record=record)
-    _create_recorded(tmp_path / "etc" / "conf" / "app.yaml", is_dir=False, record=record)
+    create_recorded(tmp_path / "etc" / "naaice", is_dir=True, record=record)
+    create_recorded(tmp_path / "etc" / "conf" / "app.yaml", is_dir=False, record=record)
     assert (tmp_path / "etc" / "naaice").is_dir()
     assert (tmp_path / "etc" / "conf" / "app.yaml").is_file()
 
@@ -28,8 +28,8 @@ def test_existing_paths_and_filled_ones_are_left_alone(tmp_path: Path) -> None:
     record = tmp_path / "pods" / CREATED_MOUNT_POINTS
     record.parent.mkdir()
     (tmp_path / "etc").mkdir()
-    _create_recorded(tmp_path / "etc" / "a", is_dir=True, record=record)
-    _create_recorded(tmp_path / "etc" / "b", is_dir=True, record=record)
+    create_recorded(tmp_path / "etc" / "a", is_dir=True, record=record)
+    create_recorded(tmp_path / "etc" / "b", is_dir=True, record=record)
     (tmp_path / "etc" / "b" / "user-data").write_text("keep me")
 
     remove_created_mount_points(record.parent)
@@ -53,7 +53,7 @@ def test_a_mount_point_another_namespace_still_uses_is_kept(tmp_path: Path) -> N
     source = tmp_path / "src"
     source.mkdir()
     target = tmp_path / "shared" / "conf"
-    _create_recorded(target, is_dir=True, record=record)
+    create_recorded(target, is_dir=True, record=record)
     # Another "pod": a process in its own mount namespace with a bind mount on the target.
     holder = subprocess.Popen(
         [
