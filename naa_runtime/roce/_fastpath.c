@@ -18,7 +18,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sched.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include <isa-l/crc.h>
 #if defined(__SSE2__)
@@ -574,6 +576,228 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ RPC round trip (host) */
+
+enum { RT_OK = 0, RT_FALLBACK = 1, RT_TIMEOUT = 2, RT_ERROR = 3 };
+#define RT_MAX_DGRAMS 8
+#define RT_DGRAM_ROOM (65536 + 64)
+
+static inline int64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The ICRC of the received datagram p[:n] (BTH first, ICRC last) checks against `state`. */
+static int icrc_ok(const unsigned char *p, Py_ssize_t n, uint32_t state) {
+    static const unsigned char ff = 0xFF;
+    uint32_t crc = crc32_chain(state, p, 4);
+    crc = crc32_chain(crc, &ff, 1);
+    crc = crc32_chain(crc, p + 5, (size_t)(n - 5 - ICRC_LEN));
+    return crc == get_le32(p + n - ICRC_LEN);
+}
+
+PyDoc_STRVAR(
+    rpc_round_trip_doc,
+    "rpc_round_trip(fd, ip, out, gso_seg, qpn, req_psn, epsn, ack_state, reply_state,\n"
+    "               reply_len, spin_ns, timeout_ns, rxbuf, /) -> (status, errno, dgrams)\n\n"
+    "The socket side of an RPC's round trip on the host, without the GIL: send the finished\n"
+    "datagram(s) `out` (a sequence of buffers, ICRCs included; one sendmsg to ip:4791, with\n"
+    "UDP_SEGMENT `gso_seg` unless 0), then receive from the UDP socket `fd` (busy-polling with\n"
+    "sched_yield for `spin_ns` after the send and after each datagram, then blocking in poll)\n"
+    "until both of these arrived from ip:4791, in either order, each as a datagram of its own:\n"
+    "  * the ACK of the request: 20 bytes, ACKNOWLEDGE, BTH byte 1 zero, valid P_Key, dest QP\n"
+    "    `qpn`, PSN `req_psn`, an ACK syndrome (bits 7..5 zero), ICRC valid against\n"
+    "    `ack_state`;\n"
+    "  * the reply: `reply_len` bytes, RDMA_WRITE_ONLY_WITH_IMMEDIATE, TVer 0, valid P_Key,\n"
+    "    dest QP `qpn`, PSN `epsn`, ICRC valid against `reply_state`\n"
+    "(status RT_OK). Any other datagram ends the call with RT_FALLBACK, `timeout_ns` passing\n"
+    "with RT_TIMEOUT, a failed send or receive with RT_ERROR and its errno. Nothing is placed\n"
+    "or acknowledged here: the caller hands the datagrams to its queue pair in every case.\n"
+    "They are kept in `rxbuf` (at least 65600 bytes), listed in `dgrams` in arrival order as\n"
+    "(offset, nbytes, gro_segment, ip (4 bytes), port).");
+
+static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
+    int fd;
+    Py_buffer ip, rxbuf;
+    PyObject *out;
+    Py_ssize_t gso_seg, reply_len;
+    unsigned long qpn, req_psn, epsn, ack_state, reply_state;
+    long long spin_ns, timeout_ns;
+    if (!PyArg_ParseTuple(args, "iy*OnkkkkknLLw*:rpc_round_trip", &fd, &ip, &out, &gso_seg, &qpn,
+                          &req_psn, &epsn, &ack_state, &reply_state, &reply_len, &spin_ns,
+                          &timeout_ns, &rxbuf))
+        return NULL;
+    PyObject *result = NULL, *seq = NULL;
+    Py_buffer parts[8];
+    Py_ssize_t nparts = 0;
+    if (ip.len != 4 || qpn > PSN_MASK || req_psn > PSN_MASK || epsn > PSN_MASK ||
+        ack_state > 0xFFFFFFFFul || reply_state > 0xFFFFFFFFul || gso_seg < 0 ||
+        gso_seg > 0xFFFF || rxbuf.len < RT_DGRAM_ROOM || reply_len < BTH_LEN + 20 + ICRC_LEN) {
+        PyErr_SetString(PyExc_ValueError, "bad address, QP number, PSN, state, gso or rxbuf");
+        goto done;
+    }
+    seq = PySequence_Fast(out, "out must be a sequence of buffers");
+    if (seq == NULL) goto done;
+    if (PySequence_Fast_GET_SIZE(seq) > 8 || PySequence_Fast_GET_SIZE(seq) < 1) {
+        PyErr_SetString(PyExc_ValueError, "out must hold 1 to 8 buffers");
+        goto done;
+    }
+    for (; nparts < PySequence_Fast_GET_SIZE(seq); nparts++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, nparts), &parts[nparts],
+                               PyBUF_SIMPLE) < 0)
+            goto done;
+    }
+
+    struct sockaddr_in to;
+    memset(&to, 0, sizeof to);
+    to.sin_family = AF_INET;
+    to.sin_port = htons(4791);
+    memcpy(&to.sin_addr, ip.buf, 4);
+    int status = RT_OK, err = 0, got_ack = 0;
+    int got_reply = 0;
+    Py_ssize_t used = 0, count = 0;
+    Py_ssize_t offs[RT_MAX_DGRAMS], lens[RT_MAX_DGRAMS], segs[RT_MAX_DGRAMS];
+    struct sockaddr_in froms[RT_MAX_DGRAMS];
+    unsigned char *rb = rxbuf.buf;
+
+    Py_BEGIN_ALLOW_THREADS
+    struct iovec iov[8];
+    for (Py_ssize_t i = 0; i < nparts; i++) {
+        iov[i].iov_base = parts[i].buf;
+        iov[i].iov_len = (size_t)parts[i].len;
+    }
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } sctrl;
+    struct msghdr smsg;
+    memset(&smsg, 0, sizeof smsg);
+    smsg.msg_name = &to;
+    smsg.msg_namelen = sizeof to;
+    smsg.msg_iov = iov;
+    smsg.msg_iovlen = (size_t)nparts;
+    if (gso_seg) {
+        memset(&sctrl, 0, sizeof sctrl);
+        smsg.msg_control = sctrl.buf;
+        smsg.msg_controllen = sizeof sctrl.buf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&smsg);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t g = (uint16_t)gso_seg;
+        memcpy(CMSG_DATA(cm), &g, sizeof g);
+    }
+    ssize_t sr;
+    do {
+        sr = sendmsg(fd, &smsg, 0);
+    } while (sr < 0 && errno == EINTR);
+    if (sr < 0) {
+        status = RT_ERROR;
+        err = errno;
+    }
+    int64_t now = mono_ns();
+    int64_t deadline = now + timeout_ns, spin_until = now + spin_ns;
+    while (status == RT_OK) {
+        if (count == RT_MAX_DGRAMS || rxbuf.len - used < RT_DGRAM_ROOM) {
+            status = RT_FALLBACK;
+            break;
+        }
+        struct iovec riov = {.iov_base = rb + used, .iov_len = (size_t)(rxbuf.len - used)};
+        union {
+            char buf[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } rctrl;
+        struct sockaddr_in from;
+        struct msghdr rmsg;
+        memset(&rmsg, 0, sizeof rmsg);
+        rmsg.msg_name = &from;
+        rmsg.msg_namelen = sizeof from;
+        rmsg.msg_iov = &riov;
+        rmsg.msg_iovlen = 1;
+        rmsg.msg_control = rctrl.buf;
+        rmsg.msg_controllen = sizeof rctrl.buf;
+        ssize_t n = recvmsg(fd, &rmsg, MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                status = RT_ERROR;
+                err = errno;
+                break;
+            }
+            now = mono_ns();
+            if (now >= deadline) {
+                status = RT_TIMEOUT;
+                break;
+            }
+            if (now < spin_until) {
+                sched_yield(); /* let a peer on this CPU run: it sends what we wait for */
+                continue;
+            }
+            int64_t left_ms = (deadline - now + 999999) / 1000000;
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            (void)poll(&pfd, 1, left_ms > 200 ? 200 : (int)left_ms);
+            continue;
+        }
+        Py_ssize_t gso = n;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&rmsg); cm != NULL; cm = CMSG_NXTHDR(&rmsg, cm)) {
+            if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO &&
+                cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int v;
+                memcpy(&v, CMSG_DATA(cm), sizeof v);
+                gso = v;
+            }
+        }
+        offs[count] = used;
+        lens[count] = n;
+        segs[count] = gso;
+        froms[count] = from;
+        count++;
+        const unsigned char *p = rb + used;
+        used += n;
+        spin_until = mono_ns() + spin_ns;
+        if (from.sin_addr.s_addr != to.sin_addr.s_addr || from.sin_port != to.sin_port ||
+            gso < n || (rmsg.msg_flags & MSG_TRUNC) || n < BTH_LEN + ICRC_LEN ||
+            (p[1] & 0x0F) != 0 || (p[2] & 0x7F) != 0x7F || p[3] != 0xFF ||
+            (get_be32(p + 4) & PSN_MASK) != qpn) {
+            status = RT_FALLBACK;
+            break;
+        }
+        uint32_t w3 = get_be32(p + 8);
+        if (p[0] == 0x11 && n == 20 && !got_ack && p[1] == 0 && (w3 & PSN_MASK) == req_psn &&
+            (p[12] & 0xE0) == 0 && icrc_ok(p, n, (uint32_t)ack_state)) {
+            got_ack = 1;
+        } else if (p[0] == 0x0B && n == reply_len && !got_reply && (w3 & PSN_MASK) == epsn &&
+                   icrc_ok(p, n, (uint32_t)reply_state)) {
+            got_reply = 1;
+        } else {
+            status = RT_FALLBACK;
+            break;
+        }
+        if (got_ack && got_reply) break;
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *dgrams = PyTuple_New(count);
+    if (dgrams == NULL) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *d = Py_BuildValue("(nnny#I)", offs[i], lens[i], segs[i],
+                                    (const char *)&froms[i].sin_addr, (Py_ssize_t)4,
+                                    (unsigned int)ntohs(froms[i].sin_port));
+        if (d == NULL) {
+            Py_DECREF(dgrams);
+            goto done;
+        }
+        PyTuple_SET_ITEM(dgrams, i, d);
+    }
+    result = Py_BuildValue("(iiN)", status, err, dgrams);
+done:
+    for (Py_ssize_t i = 0; i < nparts; i++) PyBuffer_Release(&parts[i]);
+    Py_XDECREF(seq);
+    PyBuffer_Release(&ip);
+    PyBuffer_Release(&rxbuf);
+    return result;
+}
+
 /* --------------------------------------------------------------------------------- module */
 
 static PyMethodDef methods[] = {
@@ -582,6 +806,7 @@ static PyMethodDef methods[] = {
     {"send_middle_run", fp_send_middle_run, METH_VARARGS, send_middle_run_doc},
     {"rx_middle_run", fp_rx_middle_run, METH_VARARGS, rx_middle_run_doc},
     {"rx_burst", fp_rx_burst, METH_VARARGS, rx_burst_doc},
+    {"rpc_round_trip", fp_rpc_round_trip, METH_VARARGS, rpc_round_trip_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -604,7 +829,11 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
         PyModule_AddIntConstant(m, "BURST_DRAINED", BURST_DRAINED) < 0 ||
         PyModule_AddIntConstant(m, "BURST_PENDING", BURST_PENDING) < 0 ||
         PyModule_AddIntConstant(m, "BURST_ERROR", BURST_ERROR) < 0 ||
-        PyModule_AddIntConstant(m, "BURST_ACK_OWED", BURST_ACK_OWED) < 0) {
+        PyModule_AddIntConstant(m, "BURST_ACK_OWED", BURST_ACK_OWED) < 0 ||
+        PyModule_AddIntConstant(m, "RT_OK", RT_OK) < 0 ||
+        PyModule_AddIntConstant(m, "RT_FALLBACK", RT_FALLBACK) < 0 ||
+        PyModule_AddIntConstant(m, "RT_TIMEOUT", RT_TIMEOUT) < 0 ||
+        PyModule_AddIntConstant(m, "RT_ERROR", RT_ERROR) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,10 +1,14 @@
-"""Type stubs of the compiled bulk paths (naa_runtime/roce/_fastpath.c)."""
+"""Type stubs of the compiled bulk and round-trip paths (naa_runtime/roce/_fastpath.c)."""
 
 MAX_SEGS: int
 BURST_DRAINED: int
 BURST_PENDING: int
 BURST_ERROR: int
 BURST_ACK_OWED: int
+RT_OK: int
+RT_FALLBACK: int
+RT_TIMEOUT: int
+RT_ERROR: int
 
 def crc32(data: bytes | bytearray | memoryview, value: int = 0, /) -> int: ...
 def icrc(state: int, body: bytes | bytearray | memoryview, /) -> int: ...
@@ -53,3 +57,19 @@ def rx_burst(
     ack: tuple[bytes, int, bytes] | None,
     /,
 ) -> tuple[int, int, int, int, int, int, bytes, int, int, int]: ...
+def rpc_round_trip(
+    fd: int,
+    ip: bytes,
+    out: list[bytes | bytearray | memoryview],
+    gso_seg: int,
+    qpn: int,
+    req_psn: int,
+    epsn: int,
+    ack_state: int,
+    reply_state: int,
+    reply_len: int,
+    spin_ns: int,
+    timeout_ns: int,
+    rxbuf: bytearray,
+    /,
+) -> tuple[int, int, tuple[tuple[int, int, int, bytes, int], ...]]: ...

@@ -234,6 +234,9 @@ class Endpoint:
         self._deferred: set[QueuePair] = set()
         self._spin_checked = -2.0
         self._spin_now = 0.0
+        self._rt_buf = bytearray(4 * (65536 + 64))
+        self._rt_mv = memoryview(self._rt_buf)
+        self._rt_states: dict[tuple[tuple[str, int], int], tuple[bytes, int, int]] = {}
 
     # ------------------------------------------------------------------------- QPs
 
@@ -354,6 +357,31 @@ class Endpoint:
         rng.random()
         return False
 
+    def _small_datagram(
+        self, peer_ip: str, pkts: list[OutPacket]
+    ) -> tuple[list[bytes | bytearray | memoryview], int, int] | None:
+        """One or two packets as the buffers of one sendmsg (ICRCs added, BTH byte 4
+        cleared), its GSO segment size and its bytes: an ACK, an RPC's request or reply, a
+        request with the ACK deferred behind it (a second, shorter packet ends the GSO batch).
+        None if a second packet is longer than the first (the generic path sends those)."""
+        h0, p0, d0 = pkts[0]
+        seg = len(h0) + len(p0) + d0 + ICRC_LEN
+        if len(pkts) > 1 and len(pkts[1][0]) + len(pkts[1][1]) + pkts[1][2] + ICRC_LEN > seg:
+            return None
+        crc32 = zlib.crc32
+        bufs: list[bytes | bytearray | memoryview] = []
+        total = 0
+        for i, (hdr, payload, pad) in enumerate(pkts):
+            ln = len(hdr) + len(payload) + pad + ICRC_LEN
+            states = self._prefix_tx.get((peer_ip, ln)) or self._tx_states(peer_ip, ln)
+            crc = crc32(payload, crc32(hdr, states[i]))
+            if pad:
+                crc = crc32(_ZEROS[:pad], crc)
+            hdr[4] = 0
+            bufs += (hdr, payload, _ZEROS[:pad], _CRC.pack(crc))
+            total += ln
+        return bufs, seg, total
+
     def _transmit_now(self, peer_ip: str, pkts: list[OutPacket]) -> None:
         """Add ICRCs and send; GSO-batches runs of equal-sized packets (a shorter one may end
         a batch)."""
@@ -375,26 +403,13 @@ class Endpoint:
                 if not n:
                     return
         if n <= 2 and self._gso:
-            # An ACK, an RPC's request or reply, a request with the ACK deferred behind it: one
-            # sendmsg (a second, shorter packet ends the GSO batch), no generic batching loop.
-            h0, p0, d0 = pkts[0]
-            seg = len(h0) + len(p0) + d0 + ICRC_LEN
-            if n == 1 or len(pkts[1][0]) + len(pkts[1][1]) + pkts[1][2] + ICRC_LEN <= seg:
-                small: list[bytes | bytearray | memoryview] = []
-                total = 0
-                for i, (hdr, payload, pad) in enumerate(pkts):
-                    ln = len(hdr) + len(payload) + pad + ICRC_LEN
-                    states = self._prefix_tx.get((peer_ip, ln)) or self._tx_states(peer_ip, ln)
-                    crc = crc32(payload, crc32(hdr, states[i]))
-                    if pad:
-                        crc = crc32(_ZEROS[:pad], crc)
-                    hdr[4] = 0
-                    small += (hdr, payload, _ZEROS[:pad], pack_crc(crc))
-                    total += ln
+            small = self._small_datagram(peer_ip, pkts)
+            if small is not None:
+                iov, seg, total = small
                 anc = [(SOL_UDP, UDP_SEGMENT, _SEG.pack(seg))] if n > 1 else []
                 with self._tx_lock:
                     try:
-                        self._sock.sendmsg(small, anc, 0, addr)
+                        self._sock.sendmsg(iov, anc, 0, addr)
                     except BlockingIOError:
                         stats.dropped["tx_would_block"] += n
                     except OSError as e:
@@ -659,6 +674,28 @@ class Endpoint:
         poller.register(self._wake_r.fileno(), select.POLLIN)
         return poller
 
+    def _enter_foreground(self) -> bool:
+        """Make the calling thread the endpoint's only receiver (the receive thread parks);
+        False, doing nothing, if another caller already receives or the endpoint is closed.
+        Pair with `_leave_foreground`."""
+        with self._fg_lock:
+            if self._fg_owner or not self._running:
+                return False
+            self._fg_owner = True
+            self._fg += 1
+        if not self._rx_lock.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"x")  # the receive thread leaves poll() and parks
+            self._rx_lock.acquire()
+        return True
+
+    def _leave_foreground(self) -> None:
+        self._rx_lock.release()
+        with self._fg_lock:
+            self._fg -= 1
+            self._fg_owner = False
+            self._fg_until = time.monotonic() + FOREGROUND_LINGER
+
     def drive(self, done: Callable[[], bool], deadline: float | None) -> bool:
         """Receive and process packets on the calling thread until `done()` is true or
         `deadline` (time.monotonic()) passes: a waiting caller polls the socket itself (busy
@@ -666,56 +703,179 @@ class Endpoint:
         blocking), instead of sleeping until the receive thread wakes it. Returns False, doing
         nothing, if another caller is already receiving (wait for its callbacks instead) or the
         endpoint is closed."""
-        with self._fg_lock:
-            if self._fg_owner or not self._running:
-                return False
-            self._fg_owner = True
-            self._fg += 1
+        if not self._enter_foreground():
+            return False
         try:
-            if not self._rx_lock.acquire(blocking=False):
-                with contextlib.suppress(OSError):
-                    self._wake_w.send(b"x")  # the receive thread leaves poll() and parks
-                self._rx_lock.acquire()
-            try:
-                poller = self._fg_poller
-                if poller is None:
-                    # The socket only: a wake-up byte meant for the receive thread may still sit
-                    # in the wake pipe and would make every poll() here return at once.
-                    poller = self._fg_poller = select.poll()
-                    poller.register(self._sock.fileno(), select.POLLIN)
-                idle_since = time.monotonic()
-                spin = self._spin(idle_since)
-                while not done():
-                    if not self._is_running():  # stop() from another thread
-                        return False
-                    now = time.monotonic()
-                    if deadline is not None and now >= deadline:
-                        return True
-                    if not self._round(defer_acks=done):
-                        return False
-                    if self._last_round_count:
-                        idle_since = time.monotonic()
-                        continue
-                    if now - idle_since < spin:
-                        os.sched_yield()  # let a peer on this CPU run (it sends what we wait for)
-                        continue
-                    dl = self._next_deadline()
-                    if deadline is not None and (dl is None or deadline < dl):
-                        dl = deadline
-                    timeout_ms = 200 if dl is None else max(0, min(200, int((dl - now) * 1000) + 1))
-                    try:
-                        poller.poll(timeout_ms)
-                    except OSError:
-                        return False
+            poller = self._fg_poller
+            if poller is None:
+                # The socket only: a wake-up byte meant for the receive thread may still sit
+                # in the wake pipe and would make every poll() here return at once.
+                poller = self._fg_poller = select.poll()
+                poller.register(self._sock.fileno(), select.POLLIN)
+            idle_since = time.monotonic()
+            spin = self._spin(idle_since)
+            while not done():
+                if not self._is_running():  # stop() from another thread
+                    return False
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    return True
+                if not self._round(defer_acks=done):
+                    return False
+                if self._last_round_count:
                     idle_since = time.monotonic()
-                return True
-            finally:
-                self._rx_lock.release()
+                    continue
+                if now - idle_since < spin:
+                    os.sched_yield()  # let a peer on this CPU run (it sends what we wait for)
+                    continue
+                dl = self._next_deadline()
+                if deadline is not None and (dl is None or deadline < dl):
+                    dl = deadline
+                timeout_ms = 200 if dl is None else max(0, min(200, int((dl - now) * 1000) + 1))
+                try:
+                    poller.poll(timeout_ms)
+                except OSError:
+                    return False
+                idle_since = time.monotonic()
+            return True
         finally:
-            with self._fg_lock:
-                self._fg -= 1
-                self._fg_owner = False
-                self._fg_until = time.monotonic() + FOREGROUND_LINGER
+            self._leave_foreground()
+
+    def round_trip(
+        self,
+        qp: QueuePair,
+        post: Callable[[], int],
+        *,
+        reply_len: int,
+        done: Callable[[], bool],
+        deadline: float | None,
+    ) -> bool:
+        """The compiled common case of an RPC round trip on the calling thread (the host's
+        latency path, PROTOCOL.md §3.5). With this thread as the endpoint's only receiver and
+        `qp` idle (nothing outstanding, no partial message), `post()` posts the RPC (a
+        one-packet request, and the deferred ACK it flushes) with the endpoint corked and
+        returns the request's PSN; then `_fastpath.rpc_round_trip` sends those datagrams as
+        `_transmit_now` would (the same buffers) and, without the GIL, waits for the
+        request's ACK and a `reply_len`-byte WRITE_ONLY_WITH_IMM at the expected PSN (headers
+        and ICRCs checked). The datagrams received then go to the QP as the receive path
+        would hand them over (`QueuePair.on_packet`: the reference state machine; anything
+        unusual, a timeout or an error goes through `_on_datagram` instead), and the ACK the
+        reply asks for is deferred while `done()`. Returns False, having posted nothing, if
+        the fast path does not apply (the caller posts and waits as usual); True once posted
+        (finished, or left to the caller's wait)."""
+        cfg = self.config
+        if self._impair is not None or not self._gso or not cfg.verify_icrc:
+            return False
+        if not cfg.fast_round_trip or not self._enter_foreground():
+            return False
+        try:
+            entry = self._qps.get(qp.qpn)
+            if entry is None or entry[0] is not qp or not qp.idle():
+                return False
+            peer = entry[1]
+            epsn = qp.expected_psn
+            self.cork()
+            try:
+                req_psn = post()
+            finally:
+                queued, self._corked = self._corked, None
+                self._cork_thread = 0
+            pkts = [p for ip, more in queued or () if ip == peer for p in more]
+            small = None
+            if queued and len(pkts) <= 2 and all(ip == peer for ip, _ in queued):
+                small = self._small_datagram(peer, pkts)
+            if small is None:  # not the shape of the fast path: send as uncork would
+                self._corked = queued
+                self._cork_thread = threading.get_ident()
+                self.uncork()
+                return True
+            bufs, seg, total = small
+            npk = len(pkts)
+            stats = self.stats
+            now = time.monotonic()
+            dl = qp.deadline()
+            if deadline is not None and (dl is None or deadline < dl):
+                dl = deadline
+            timeout = 0.2 if dl is None else max(0.0, min(0.2, dl - now))
+            key = (peer, ROCE_UDP_PORT)
+            states = self._rt_states.get((key, reply_len))
+            if states is None:
+                states = (
+                    socket.inet_aton(peer),
+                    self._rx_state(peer, ROCE_UDP_PORT, 20, 0),
+                    self._rx_state(peer, ROCE_UDP_PORT, reply_len, 0),
+                )
+                self._rt_states[(key, reply_len)] = states
+            status, err, dgrams = _fastpath.rpc_round_trip(
+                self._sock.fileno(),
+                states[0],
+                bufs,
+                seg if npk > 1 else 0,
+                qp.qpn,
+                req_psn,
+                epsn,
+                states[1],
+                states[2],
+                reply_len,
+                int(self._spin(now) * 1e9),
+                int(timeout * 1e9),
+                self._rt_buf,
+            )
+            stats.packets_tx += npk
+            stats.bytes_tx += total
+            mv = self._rt_mv
+            now = time.monotonic()
+            touched: set[QueuePair] = set()
+            if status == _fastpath.RT_OK:
+                # both checked (header, QP, PSN, ICRC): hand them over as _on_datagram would
+                for off, nbytes, _seg, _ip, _port in dgrams:
+                    stats.packets_rx += 1
+                    stats.bytes_rx += nbytes
+                    op, b1, _pkey, _w2, w3 = _BTH.unpack_from(mv, off)
+                    qp.on_packet(mv[off : off + nbytes - ICRC_LEN], op, b1, w3, now)
+                touched.add(qp)
+            else:
+                if status == _fastpath.RT_ERROR and not dgrams:
+                    stats.dropped[f"tx_error_{err}"] += npk  # the send failed (a timer resends)
+                elif status == _fastpath.RT_ERROR:
+                    log.debug("receive failed on %s: errno %d", self, err)
+                for off, nbytes, gso, ip, port in dgrams:
+                    src = (socket.inet_ntoa(ip), port)
+                    seg_len = gso if 0 < gso < nbytes else nbytes
+                    for index, o in enumerate(range(off, off + nbytes, seg_len)):
+                        ln = min(seg_len, off + nbytes - o)
+                        try:
+                            self._on_datagram(mv[o : o + ln], src, index, now, touched)
+                        except Exception:  # as _round: a bug must not lose the caller
+                            log.exception("dropping a datagram from %s:%d", *src)
+                            stats.dropped["internal_error"] += 1
+            if touched and done():
+                self._deferred |= touched
+            else:
+                for t in touched:
+                    t.flush_ack()
+            self._run_timers()
+            return True
+        finally:
+            self._leave_foreground()
+
+    def _rx_state(self, src_ip: str, sport: int, length: int, index: int) -> int:
+        """CRC state of the masked IP/UDP prefix of a datagram from src_ip:sport to us."""
+        key = (src_ip, sport, length, index)
+        st = self._prefix_rx.get(key)
+        if st is None:
+            if len(self._prefix_rx) > 4096:
+                self._prefix_rx.clear()
+            st = prefix_state(
+                src=ipaddress.IPv4Address(src_ip).packed,
+                dst=self._src,
+                sport=sport,
+                dport=self.port,
+                udp_payload_len=length,
+                ip_id=index,
+            )
+            self._prefix_rx[key] = st
+        return st
 
     def _flush_deferred(self) -> None:
         """Send the ACKs a foreground caller deferred (coalesced, off its latency path)."""
@@ -937,20 +1097,9 @@ class Endpoint:
             stats.dropped["bad_pkey"] += 1
             return
         if self.config.verify_icrc:
-            key = (src[0], src[1], n, index)
-            st = self._prefix_rx.get(key)
+            st = self._prefix_rx.get((src[0], src[1], n, index))
             if st is None:
-                if len(self._prefix_rx) > 4096:
-                    self._prefix_rx.clear()
-                st = prefix_state(
-                    src=ipaddress.IPv4Address(src[0]).packed,
-                    dst=self._src,
-                    sport=src[1],
-                    dport=self.port,
-                    udp_payload_len=n,
-                    ip_id=index,
-                )
-                self._prefix_rx[key] = st
+                st = self._rx_state(src[0], src[1], n, index)
             crc = zlib.crc32(dgram[:4], st)
             crc = zlib.crc32(b"\xff", crc)
             crc = zlib.crc32(dgram[5 : n - ICRC_LEN], crc)

@@ -111,6 +111,10 @@ class TransportConfig:
     """Send the ACK a request asks for before reporting the completion it causes (an NAA must:
     PROTOCOL.md §3.5); a host may defer it to the end of the receive batch, off the latency
     path of the waiting caller."""
+    fast_round_trip: bool = True
+    """Let the host take the compiled round trip for small RPCs (`Endpoint.round_trip`:
+    request out, its ACK and the one-packet reply in, without the GIL, then the same QP
+    state machine); False sends and receives every RPC through the per-packet path."""
     busy_poll: float = 0.0002
     """Seconds a receiver (a caller in `Endpoint.drive`, and the receive thread) keeps polling
     the socket without blocking (yielding the CPU between tries) after the last packet, before
@@ -305,6 +309,31 @@ class QueuePair:
         self._nak_sent = False
         self._ack_pending = False
         self._fatal = False
+
+    def idle(self) -> bool:
+        """True if nothing is outstanding or queued on either side (every message sent was
+        acknowledged, no partial message arriving, no receive posted, no RNR wait): the
+        state `Endpoint.round_trip` starts from."""
+        with self._lock:
+            return (
+                self.state == _QPSTATE_RTS
+                and not self._fatal
+                and not self._sq
+                and not self._rq
+                and self._cur_view is None
+                and self._rnr_until is None
+                and self._una == self._next_psn == self._assign_psn
+            )
+
+    @property
+    def expected_psn(self) -> int:
+        """The PSN the responder side expects next."""
+        return self._epsn
+
+    @property
+    def next_send_psn(self) -> int:
+        """The PSN the next message posted starts at."""
+        return self._assign_psn
 
     # ----------------------------------------------------------------------- posting
 

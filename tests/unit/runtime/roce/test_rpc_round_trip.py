@@ -1,0 +1,271 @@
+"""The compiled round trip of a small RPC (`_fastpath.rpc_round_trip`) over real loopback
+UDP sockets, against the pure-Python codec (naa_runtime.roce.packets, the reference): the
+request datagrams it sends are byte for byte the reference packets, it reports RT_OK only for
+the request's ACK plus the expected reply (in either order, each header and ICRC checked),
+and every unusual datagram, a silence and a failed send end it with the fallback status and
+the datagrams received, untouched, for the per-packet path."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from naa_runtime.roce import _fastpath
+from naa_runtime.roce.endpoint import Endpoint
+from naa_runtime.roce.memory import MemoryTable
+from naa_runtime.roce.packets import (
+    AETH,
+    BTH,
+    RETH,
+    ROCE_UDP_PORT,
+    Opcode,
+    Syndrome,
+    compute_icrc,
+    encode_aeth,
+    encode_bth,
+    encode_imm,
+    encode_reth,
+    prefix_state,
+)
+from naa_runtime.roce.qp import QueuePair
+from tests.support.roce import next_loopback
+
+QPN = 0x00ABCD
+REQ_PSN = 0x123456
+EPSN = 0xFFFFFF  # the 24-bit wrap is the next PSN's business, not this one's
+REPLY_LEN = 12 + 16 + 4 + 1 + 3 + 4
+MS = 1_000_000
+
+
+def _wire(body: bytes, *, src: str, dst: str, ip_id: int = 0) -> bytes:
+    icrc = compute_icrc(
+        body=body,
+        src=socket.inet_aton(src),
+        dst=socket.inet_aton(dst),
+        sport=ROCE_UDP_PORT,
+        dport=ROCE_UDP_PORT,
+        ip_id=ip_id,
+    )
+    return body + icrc
+
+
+def _ack(psn: int = REQ_PSN, syndrome: int = Syndrome.ACK_UNLIMITED, qpn: int = QPN) -> bytes:
+    return encode_bth(BTH(opcode=Opcode.ACKNOWLEDGE, dest_qp=qpn, psn=psn)) + encode_aeth(
+        AETH(syndrome=syndrome, msn=7)
+    )
+
+
+def _reply(psn: int = EPSN, opcode: int = Opcode.RDMA_WRITE_ONLY_WITH_IMMEDIATE) -> bytes:
+    return (
+        encode_bth(BTH(opcode=opcode, dest_qp=QPN, psn=psn, solicited=True, ack_req=True, pad=3))
+        + encode_reth(RETH(va=0x1000, rkey=0xBEEF, dma_len=1))
+        + encode_imm(0x00000100)
+        + b"\x5a\0\0\0"
+    )
+
+
+class Pair:
+    """The host's socket (an Endpoint's, for its CRC-state helpers) and the NAA's."""
+
+    def __init__(self) -> None:
+        self.ep = Endpoint(address=next_loopback())
+        self.host = self.ep.address
+        self.naa = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.naa.bind((next_loopback(), ROCE_UDP_PORT))
+        self.naa.settimeout(5)
+        self.naa_ip = self.naa.getsockname()[0]
+        self.rxbuf = bytearray(4 * 65600)
+
+    def state(self, length: int) -> int:
+        return prefix_state(
+            src=socket.inet_aton(self.naa_ip),
+            dst=socket.inet_aton(self.host),
+            sport=ROCE_UDP_PORT,
+            dport=ROCE_UDP_PORT,
+            udp_payload_len=length,
+        )
+
+    def to_host(self, *bodies: bytes) -> None:
+        for b in bodies:
+            self.naa.sendto(_wire(b, src=self.naa_ip, dst=self.host), (self.host, ROCE_UDP_PORT))
+
+    def call(
+        self, out: list[bytes], *, gso: int = 0, timeout_ms: int = 2000, spin_ns: int = 0
+    ) -> tuple[int, int, tuple[tuple[int, int, int, bytes, int], ...]]:
+        return _fastpath.rpc_round_trip(
+            self.ep._sock.fileno(),
+            socket.inet_aton(self.naa_ip),
+            list(out),
+            gso,
+            QPN,
+            REQ_PSN,
+            EPSN,
+            self.state(20),
+            self.state(REPLY_LEN),
+            REPLY_LEN,
+            spin_ns,
+            timeout_ms * MS,
+            self.rxbuf,
+        )
+
+    def close(self) -> None:
+        self.naa.close()
+        self.ep.stop()
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    p = Pair()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def _request(p: Pair) -> bytes:
+    body = (
+        encode_bth(
+            BTH(
+                opcode=Opcode.RDMA_WRITE_ONLY_WITH_IMMEDIATE,
+                dest_qp=0x42,
+                psn=REQ_PSN,
+                solicited=True,
+                ack_req=True,
+                pad=3,
+            )
+        )
+        + encode_reth(RETH(va=0, rkey=0x77, dma_len=1))
+        + encode_imm(0x83)
+        + b"\x01\0\0\0"
+    )
+    return _wire(body, src=p.host, dst=p.naa_ip)
+
+
+def test_ack_and_reply_in_either_order_give_ok_and_are_kept_for_the_qp(pair: Pair) -> None:
+    for first, second in ((_ack(), _reply()), (_reply(), _ack())):
+        pair.to_host(first, second)
+        status, err, dgrams = pair.call([_request(pair)])
+        assert (status, err) == (_fastpath.RT_OK, 0)
+        assert pair.naa.recv(100) == _request(pair)
+        got = [bytes(pair.rxbuf[off : off + n]) for off, n, _seg, _ip, _port in dgrams]
+        assert got == [
+            _wire(first, src=pair.naa_ip, dst=pair.host),
+            _wire(second, src=pair.naa_ip, dst=pair.host),
+        ]
+        assert all(
+            (seg, ip, port) == (n, socket.inet_aton(pair.naa_ip), ROCE_UDP_PORT)
+            for _off, n, seg, ip, port in dgrams
+        )
+
+
+@pytest.mark.parametrize(
+    "unusual",
+    [
+        pytest.param(_ack(psn=REQ_PSN - 1), id="ack-of-an-older-psn"),
+        pytest.param(_ack(syndrome=Syndrome.NAK_PSN_SEQUENCE_ERROR), id="nak-sequence"),
+        pytest.param(_ack(syndrome=Syndrome.RNR_NAK | 14), id="rnr-nak"),
+        pytest.param(_ack(syndrome=Syndrome.NAK_REMOTE_ACCESS_ERROR), id="nak-access"),
+        pytest.param(_ack(qpn=QPN + 1), id="another-qp"),
+        pytest.param(_reply(psn=EPSN - 1), id="duplicate-reply"),
+        pytest.param(_reply(psn=0x000001), id="reply-ahead-psn-gap"),
+        pytest.param(_reply(opcode=Opcode.RDMA_WRITE_ONLY), id="write-without-imm"),
+        pytest.param(_reply()[:-4], id="other-length"),
+    ],
+)
+def test_an_unusual_datagram_falls_back_with_everything_received(
+    pair: Pair, unusual: bytes
+) -> None:
+    pair.to_host(_ack(), unusual, _reply())
+    status, _err, dgrams = pair.call([_request(pair)])
+    assert status == _fastpath.RT_FALLBACK
+    assert [bytes(pair.rxbuf[o : o + n]) for o, n, *_ in dgrams] == [
+        _wire(_ack(), src=pair.naa_ip, dst=pair.host),
+        _wire(unusual, src=pair.naa_ip, dst=pair.host),
+    ]
+
+
+def test_a_second_ack_a_bad_icrc_or_a_stranger_falls_back(pair: Pair) -> None:
+    pair.to_host(_ack(), _ack())
+    assert pair.call([_request(pair)])[0] == _fastpath.RT_FALLBACK
+    bad = bytearray(_wire(_ack(), src=pair.naa_ip, dst=pair.host))
+    bad[-1] ^= 1
+    pair.naa.sendto(bytes(bad), (pair.host, ROCE_UDP_PORT))
+    status, _err, dgrams = pair.call([_request(pair)])
+    assert status == _fastpath.RT_FALLBACK
+    assert len(dgrams) == 1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.bind((pair.naa_ip, 0))  # the NAA's address, another port
+        stranger.sendto(_wire(_ack(), src=pair.naa_ip, dst=pair.host), (pair.host, 4791))
+        status, _err, dgrams = pair.call([_request(pair)])
+    assert status == _fastpath.RT_FALLBACK
+    assert dgrams[0][4] != ROCE_UDP_PORT
+
+
+def test_silence_times_out_and_keeps_what_arrived(pair: Pair) -> None:
+    status, _err, dgrams = pair.call([_request(pair)], timeout_ms=20, spin_ns=1 * MS)
+    assert (status, dgrams) == (_fastpath.RT_TIMEOUT, ())
+    pair.to_host(_reply())
+    status, _err, dgrams = pair.call([_request(pair)], timeout_ms=20)
+    assert status == _fastpath.RT_TIMEOUT
+    assert len(dgrams) == 1
+
+
+def test_a_failed_send_is_reported_with_its_errno(pair: Pair) -> None:
+    status, err, dgrams = pair.call([b"x" * 70000])
+    assert (status, dgrams) == (_fastpath.RT_ERROR, ())
+    assert err != 0
+
+
+def test_request_and_deferred_ack_leave_as_the_reference_packets_in_one_gso_send(
+    pair: Pair,
+) -> None:
+    """The endpoint's own buffers for a request and the ACK behind it (what
+    `Endpoint.round_trip` hands the C function): on the wire, the reference packets with
+    IPv4 identifications 0 and 1, as `_transmit_now` sends them."""
+    request = bytearray(
+        struct.pack("!BBHII", Opcode.RDMA_WRITE_ONLY_WITH_IMMEDIATE, 0xB0, 0xFFFF, 0xFF000042, 5)
+    )
+    request += encode_reth(RETH(va=0, rkey=0x77, dma_len=1)) + encode_imm(0x83)
+    ack = bytearray(_ack(psn=9, qpn=0x42))
+    ack[4] = 0xFF
+    small = pair.ep._small_datagram(pair.naa_ip, [(request, b"\x01", 3), (ack, b"", 0)])
+    assert small is not None
+    bufs, seg, total = small
+    assert (seg, total) == (40, 60)
+    pair.to_host(_ack(), _reply())
+    assert pair.call(bufs, gso=seg)[0] == _fastpath.RT_OK
+    first, second = pair.naa.recv(100), pair.naa.recv(100)
+    req_body = bytes(request) + b"\x01\0\0\0"
+    assert first == _wire(req_body, src=pair.host, dst=pair.naa_ip, ip_id=0)
+    assert second == _wire(bytes(ack), src=pair.host, dst=pair.naa_ip, ip_id=1)
+
+
+def test_bad_arguments_are_refused(pair: Pair) -> None:
+    fd = pair.ep._sock.fileno()
+    ip = socket.inet_aton(pair.naa_ip)
+    with pytest.raises(ValueError, match="rxbuf"):
+        _fastpath.rpc_round_trip(fd, ip, [b"x"], 0, QPN, 0, 0, 0, 0, REPLY_LEN, 0, MS, bytearray(9))
+    with pytest.raises(ValueError, match="1 to 8"):
+        _fastpath.rpc_round_trip(fd, ip, [], 0, QPN, 0, 0, 0, 0, REPLY_LEN, 0, MS, pair.rxbuf)
+    with pytest.raises(ValueError, match="QP number"):
+        _fastpath.rpc_round_trip(
+            fd, ip, [b"x"], 0, 1 << 24, 0, 0, 0, 0, REPLY_LEN, 0, MS, pair.rxbuf
+        )
+
+
+def test_an_idle_queue_pair_is_what_the_round_trip_starts_from(pair: Pair) -> None:
+    qp: QueuePair = pair.ep.create_qp(
+        peer_ip=pair.naa_ip,
+        peer_qpn=0x42,
+        send_psn=REQ_PSN,
+        expect_psn=EPSN,
+        memory=MemoryTable(),
+        on_completion=lambda c: None,
+    )
+    assert qp.idle()
+    assert (qp.next_send_psn, qp.expected_psn) == (REQ_PSN, EPSN)
+    qp.post_recv(wr_id=1)
+    assert not qp.idle()
