@@ -35,6 +35,8 @@ from naaice_cluster.podrunner.volumes import materialise, volume_files
 JSON = dict[str, Any]
 log = logging.getLogger("naaice.podrunner")
 _BACKOFF_START, _BACKOFF_MAX = 1.0, 30.0
+#: How long a started container may take to end before its Running status is written.
+_SETTLE = 0.1
 #: File in the pods dir listing mount points created on the host (see `_exec.create_recorded`).
 CREATED_MOUNT_POINTS = "created-mount-points"
 
@@ -354,7 +356,15 @@ class PodWorker(threading.Thread):
         backoff: dict[str, float] = {}
         for rec in records:
             self._start(rec, volumes)
-        self.report()
+        # Like kubelet's status manager, write the latest status rather than every step: a
+        # container that ends within the first moments goes from Pending straight to its end
+        # in one write (three writes per short pod were half of the API load in
+        # bench/operator.py), a longer one is reported Running after _SETTLE seconds.
+        deadline = time.monotonic() + _SETTLE
+        while time.monotonic() < deadline and not self.stop_event.wait(_SETTLE / 20):
+            if all(p.poll() is not None for p in self.procs.values()):
+                break
+        first = True
         while not self.stop_event.is_set():
             changed = False
             for rec in records:
@@ -371,7 +381,8 @@ class PodWorker(threading.Thread):
                     self._start(rec, volumes)
                     del restart_at[name]
                     changed = True
-            if changed:
+            if changed or first:
+                first = False
                 self.report()
             if not self.procs and not restart_at:
                 return True
@@ -391,7 +402,6 @@ class PodWorker(threading.Thread):
 
     def _run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.report()
         volumes = self._prepare()
         if volumes is not None:
             ok = True
