@@ -9,6 +9,7 @@
  * over packets runs without the GIL. The wire format is documented in
  * docs/reference/protocol.md ("On the wire").
  */
+#define _GNU_SOURCE /* sendmmsg */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -576,6 +577,93 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------- several datagrams */
+
+#define SD_MAX_DGRAMS 8
+#define SD_MAX_PARTS 8
+
+PyDoc_STRVAR(send_datagrams_doc,
+             "send_datagrams(fd, ip, port, datagrams, /) -> (sent, errno)\n\n"
+             "Send each of `datagrams` (a sequence of at most 8 datagrams, each a sequence of at\n"
+             "most 8 buffers that are concatenated, ICRCs included) as one UDP datagram to\n"
+             "ip:port on the socket `fd`, in order, with one sendmmsg: what separate sendmsg\n"
+             "calls would put on the wire, in one system call (an ACK and the RPC reply behind\n"
+             "it wake the peer once). Returns how many were sent and the errno if not all.");
+
+static PyObject *fp_send_datagrams(PyObject *self, PyObject *args) {
+    int fd;
+    Py_buffer ip;
+    unsigned int port;
+    PyObject *dgrams;
+    if (!PyArg_ParseTuple(args, "iy*IO:send_datagrams", &fd, &ip, &port, &dgrams)) return NULL;
+    PyObject *result = NULL, *outer = NULL;
+    PyObject *inner[SD_MAX_DGRAMS] = {NULL};
+    Py_buffer parts[SD_MAX_DGRAMS * SD_MAX_PARTS];
+    struct iovec iov[SD_MAX_DGRAMS * SD_MAX_PARTS];
+    struct mmsghdr msgs[SD_MAX_DGRAMS];
+    Py_ssize_t nparts = 0, ndg = 0;
+    if (ip.len != 4 || port > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "bad address or port");
+        goto done;
+    }
+    outer = PySequence_Fast(dgrams, "datagrams must be a sequence");
+    if (outer == NULL) goto done;
+    if (PySequence_Fast_GET_SIZE(outer) > SD_MAX_DGRAMS) {
+        PyErr_SetString(PyExc_ValueError, "at most 8 datagrams");
+        goto done;
+    }
+    struct sockaddr_in to;
+    memset(&to, 0, sizeof to);
+    to.sin_family = AF_INET;
+    to.sin_port = htons((uint16_t)port);
+    memcpy(&to.sin_addr, ip.buf, 4);
+    memset(msgs, 0, sizeof msgs);
+    for (; ndg < PySequence_Fast_GET_SIZE(outer); ndg++) {
+        inner[ndg] = PySequence_Fast(PySequence_Fast_GET_ITEM(outer, ndg),
+                                     "each datagram must be a sequence of buffers");
+        if (inner[ndg] == NULL) goto done;
+        Py_ssize_t k = PySequence_Fast_GET_SIZE(inner[ndg]);
+        if (k > SD_MAX_PARTS) {
+            PyErr_SetString(PyExc_ValueError, "at most 8 buffers per datagram");
+            ndg++;
+            goto done;
+        }
+        msgs[ndg].msg_hdr.msg_name = &to;
+        msgs[ndg].msg_hdr.msg_namelen = sizeof to;
+        msgs[ndg].msg_hdr.msg_iov = &iov[nparts];
+        msgs[ndg].msg_hdr.msg_iovlen = (size_t)k;
+        for (Py_ssize_t j = 0; j < k; j++) {
+            if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(inner[ndg], j), &parts[nparts],
+                                   PyBUF_SIMPLE) < 0) {
+                ndg++;
+                goto done;
+            }
+            iov[nparts].iov_base = parts[nparts].buf;
+            iov[nparts].iov_len = (size_t)parts[nparts].len;
+            nparts++;
+        }
+    }
+    int sent = 0, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (sent < (int)ndg) {
+        int r = sendmmsg(fd, msgs + sent, (unsigned int)(ndg - sent), 0);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            err = errno;
+            break;
+        }
+        sent += r;
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(ii)", sent, err);
+done:
+    for (Py_ssize_t i = 0; i < nparts; i++) PyBuffer_Release(&parts[i]);
+    for (Py_ssize_t i = 0; i < ndg; i++) Py_XDECREF(inner[i]);
+    Py_XDECREF(outer);
+    PyBuffer_Release(&ip);
+    return result;
+}
+
 /* ------------------------------------------------------------------ RPC round trip (host) */
 
 enum { RT_OK = 0, RT_FALLBACK = 1, RT_TIMEOUT = 2, RT_ERROR = 3 };
@@ -600,7 +688,8 @@ static int icrc_ok(const unsigned char *p, Py_ssize_t n, uint32_t state) {
 PyDoc_STRVAR(
     rpc_round_trip_doc,
     "rpc_round_trip(fd, ip, out, gso_seg, qpn, req_psn, epsn, ack_state, reply_state,\n"
-    "               reply_len, spin_ns, timeout_ns, rxbuf, /) -> (status, errno, dgrams)\n\n"
+    "               reply_len, spin_ns, timeout_ns, rxbuf, place=None, /)\n"
+    "    -> (status, errno, dgrams)\n\n"
     "The socket side of an RPC's round trip on the host, without the GIL: send the finished\n"
     "datagram(s) `out` (a sequence of buffers, ICRCs included; one sendmsg to ip:4791, with\n"
     "UDP_SEGMENT `gso_seg` unless 0), then receive from the UDP socket `fd` (busy-polling with\n"
@@ -612,23 +701,30 @@ PyDoc_STRVAR(
     "  * the reply: `reply_len` bytes, RDMA_WRITE_ONLY_WITH_IMMEDIATE, TVer 0, valid P_Key,\n"
     "    dest QP `qpn`, PSN `epsn`, ICRC valid against `reply_state`\n"
     "(status RT_OK). Any other datagram ends the call with RT_FALLBACK, `timeout_ns` passing\n"
-    "with RT_TIMEOUT, a failed send or receive with RT_ERROR and its errno. Nothing is placed\n"
-    "or acknowledged here: the caller hands the datagrams to its queue pair in every case.\n"
+    "with RT_TIMEOUT, a failed send or receive with RT_ERROR and its errno. Nothing is\n"
+    "acknowledged here. With `place` = (target, va, rkey), the reply's RETH must name exactly\n"
+    "that region (address va, rkey, DMA length the target's size, the pad to match; else\n"
+    "RT_FALLBACK) and on RT_OK its payload is copied into the writable buffer `target`;\n"
+    "without, nothing is placed (the caller hands the datagrams to its queue pair). In every\n"
+    "case but RT_OK nothing was written to `target`.\n"
     "They are kept in `rxbuf` (at least 65600 bytes), listed in `dgrams` in arrival order as\n"
     "(offset, nbytes, gro_segment, ip (4 bytes), port).");
 
 static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
     int fd;
-    Py_buffer ip, rxbuf;
-    PyObject *out;
+    Py_buffer ip, rxbuf, target = {0};
+    PyObject *out, *place = Py_None;
     Py_ssize_t gso_seg, reply_len;
     unsigned long qpn, req_psn, epsn, ack_state, reply_state;
     long long spin_ns, timeout_ns;
-    if (!PyArg_ParseTuple(args, "iy*OnkkkkknLLw*:rpc_round_trip", &fd, &ip, &out, &gso_seg, &qpn,
-                          &req_psn, &epsn, &ack_state, &reply_state, &reply_len, &spin_ns,
-                          &timeout_ns, &rxbuf))
+    if (!PyArg_ParseTuple(args, "iy*OnkkkkknLLw*|O:rpc_round_trip", &fd, &ip, &out, &gso_seg,
+                          &qpn, &req_psn, &epsn, &ack_state, &reply_state, &reply_len, &spin_ns,
+                          &timeout_ns, &rxbuf, &place))
         return NULL;
     PyObject *result = NULL, *seq = NULL;
+    int placing = place != Py_None;
+    unsigned long long target_va = 0;
+    unsigned long target_rkey = 0;
     Py_buffer parts[8];
     Py_ssize_t nparts = 0;
     if (ip.len != 4 || qpn > PSN_MASK || req_psn > PSN_MASK || epsn > PSN_MASK ||
@@ -636,6 +732,18 @@ static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
         gso_seg > 0xFFFF || rxbuf.len < RT_DGRAM_ROOM || reply_len < BTH_LEN + 20 + ICRC_LEN) {
         PyErr_SetString(PyExc_ValueError, "bad address, QP number, PSN, state, gso or rxbuf");
         goto done;
+    }
+    if (placing) {
+        if (!PyTuple_Check(place) ||
+            !PyArg_ParseTuple(place, "w*Kk", &target, &target_va, &target_rkey)) {
+            placing = 0;
+            goto done;
+        }
+        if (target_rkey > 0xFFFFFFFFul ||
+            reply_len != BTH_LEN + 20 + target.len + ((-target.len) & 3) + ICRC_LEN) {
+            PyErr_SetString(PyExc_ValueError, "place must be (target, va, rkey) of reply_len");
+            goto done;
+        }
     }
     seq = PySequence_Fast(out, "out must be a sequence of buffers");
     if (seq == NULL) goto done;
@@ -656,7 +764,7 @@ static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
     memcpy(&to.sin_addr, ip.buf, 4);
     int status = RT_OK, err = 0, got_ack = 0;
     int got_reply = 0;
-    Py_ssize_t used = 0, count = 0;
+    Py_ssize_t used = 0, count = 0, reply_at = 0;
     Py_ssize_t offs[RT_MAX_DGRAMS], lens[RT_MAX_DGRAMS], segs[RT_MAX_DGRAMS];
     struct sockaddr_in froms[RT_MAX_DGRAMS];
     unsigned char *rb = rxbuf.buf;
@@ -769,12 +877,24 @@ static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
             got_ack = 1;
         } else if (p[0] == 0x0B && n == reply_len && !got_reply && (w3 & PSN_MASK) == epsn &&
                    icrc_ok(p, n, (uint32_t)reply_state)) {
+            uint64_t va = ((uint64_t)get_be32(p + 12) << 32) | get_be32(p + 16);
+            if (placing && (va != (uint64_t)target_va || get_be32(p + 20) != target_rkey ||
+                            (Py_ssize_t)get_be32(p + 24) != target.len ||
+                            (Py_ssize_t)((p[1] >> 4) & 3) != ((-target.len) & 3))) {
+                status = RT_FALLBACK; /* not the region expected: the QP's reference checks */
+                break;
+            }
             got_reply = 1;
+            reply_at = offs[count - 1];
         } else {
             status = RT_FALLBACK;
             break;
         }
-        if (got_ack && got_reply) break;
+        if (got_ack && got_reply) {
+            if (placing && target.len)
+                memcpy(target.buf, rb + reply_at + BTH_LEN + 20, (size_t)target.len);
+            break;
+        }
     }
     Py_END_ALLOW_THREADS
     PyObject *dgrams = PyTuple_New(count);
@@ -793,6 +913,7 @@ static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
 done:
     for (Py_ssize_t i = 0; i < nparts; i++) PyBuffer_Release(&parts[i]);
     Py_XDECREF(seq);
+    if (placing) PyBuffer_Release(&target);
     PyBuffer_Release(&ip);
     PyBuffer_Release(&rxbuf);
     return result;
@@ -807,6 +928,7 @@ static PyMethodDef methods[] = {
     {"rx_middle_run", fp_rx_middle_run, METH_VARARGS, rx_middle_run_doc},
     {"rx_burst", fp_rx_burst, METH_VARARGS, rx_burst_doc},
     {"rpc_round_trip", fp_rpc_round_trip, METH_VARARGS, rpc_round_trip_doc},
+    {"send_datagrams", fp_send_datagrams, METH_VARARGS, send_datagrams_doc},
     {NULL, NULL, 0, NULL},
 };
 

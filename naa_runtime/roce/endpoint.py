@@ -30,7 +30,7 @@ from zlib_ng import zlib_ng as zlib  # CRC-32 with PCLMULQDQ: the ICRC dominates
 
 from naa_runtime.roce import _fastpath
 from naa_runtime.roce.cm import CmMessage, decode_cm, encode_cm
-from naa_runtime.roce.memory import MemoryTable
+from naa_runtime.roce.memory import MemoryTable, RemoteAccessError
 from naa_runtime.roce.packets import (
     BTH_LEN,
     CM_QKEY,
@@ -38,6 +38,7 @@ from naa_runtime.roce.packets import (
     ICRC_LEN,
     PSN_MASK,
     RC_REQUEST_OPCODES,
+    RETH_LEN,
     ROCE_UDP_PORT,
     MalformedPacket,
     Opcode,
@@ -74,6 +75,7 @@ log = logging.getLogger(__name__)
 
 _BTH = struct.Struct("!BBHII")
 _CRC = struct.Struct("<I")
+_IMM = struct.Struct("!I")
 _SEG = struct.Struct("=H")
 _ZEROS = b"\0\0\0\0"
 _STATES = struct.Struct(f"={_fastpath.MAX_SEGS}I")
@@ -219,8 +221,7 @@ class Endpoint:
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
-        self._corked: list[tuple[str, list[OutPacket]]] | None = None
-        self._cork_thread = 0
+        self._corks: dict[int, list[tuple[str, list[OutPacket]]]] = {}
         self._rx_lock = threading.Lock()
         self._rx_buf = bytearray(65536 + 64)
         self._rx_mv = memoryview(self._rx_buf)
@@ -236,7 +237,7 @@ class Endpoint:
         self._spin_now = 0.0
         self._rt_buf = bytearray(4 * (65536 + 64))
         self._rt_mv = memoryview(self._rt_buf)
-        self._rt_states: dict[tuple[tuple[str, int], int], tuple[bytes, int, int]] = {}
+        self._rt_states: dict[tuple[str, int], tuple[bytes, int, int]] = {}
 
     # ------------------------------------------------------------------------- QPs
 
@@ -318,14 +319,18 @@ class Endpoint:
 
     def cork(self) -> None:
         """Queue this thread's packets until `uncork` (other threads still send at once)."""
-        self._cork_thread = threading.get_ident()
-        self._corked = []
+        self._corks[threading.get_ident()] = []
+
+    def _corked_here(self) -> bool:
+        return bool(self._corks) and threading.get_ident() in self._corks
 
     def uncork(self) -> None:
         """Send what `cork` queued: consecutive packets to one peer go out as one GSO batch
-        (an RPC request and the ACK behind it: one syscall, one wake-up at the NAA)."""
-        queued, self._corked = self._corked, None
-        self._cork_thread = 0
+        (an RPC request and the ACK behind it: one syscall, one wake-up at the NAA), or, a
+        short packet before a longer one (the NAA's ACK before its reply), as one sendmmsg."""
+        self._send_queued(self._corks.pop(threading.get_ident(), None))
+
+    def _send_queued(self, queued: list[tuple[str, list[OutPacket]]] | None) -> None:
         if not queued:
             return
         peer, pkts = queued[0]
@@ -339,10 +344,11 @@ class Endpoint:
 
     def transmit(self, peer_ip: str, pkts: list[OutPacket]) -> None:
         """Add ICRCs and send (or queue them while this thread corked the endpoint)."""
-        corked = self._corked
-        if corked is not None and threading.get_ident() == self._cork_thread:
-            corked.append((peer_ip, pkts))
-            return
+        if self._corks:
+            corked = self._corks.get(threading.get_ident())
+            if corked is not None:
+                corked.append((peer_ip, pkts))
+                return
         self._transmit_now(peer_ip, pkts)
 
     def _lost(self) -> bool:
@@ -402,6 +408,28 @@ class Endpoint:
                 n = len(pkts)
                 if not n:
                     return
+        if (
+            n == 2
+            and self._gso
+            and len(pkts[0][0]) + len(pkts[0][1]) + pkts[0][2]
+            < len(pkts[1][0]) + len(pkts[1][1]) + pkts[1][2]
+        ):
+            # a short packet before a longer one (the NAA's ACK before its reply): two
+            # datagrams, each as a sendmsg of its own would send it, in one sendmmsg
+            first = self._small_datagram(peer_ip, pkts[:1])
+            second = self._small_datagram(peer_ip, pkts[1:])
+            if first is not None and second is not None:
+                sent, err = _fastpath.send_datagrams(
+                    self._sock.fileno(),
+                    socket.inet_aton(peer_ip),
+                    ROCE_UDP_PORT,
+                    [first[0], second[0]],
+                )
+                if sent < 2:
+                    stats.dropped[f"tx_error_{err}"] += 2 - sent
+                stats.packets_tx += 2
+                stats.bytes_tx += first[2] + second[2]
+                return
         if n <= 2 and self._gso:
             small = self._small_datagram(peer_ip, pkts)
             if small is not None:
@@ -491,7 +519,7 @@ class Endpoint:
     ) -> None:
         """Send full-MTU middle packets of one message straight from its buffer: headers,
         ICRCs and GSO batches built in one loop (the bulk-transfer hot path)."""
-        if self._corked is not None and threading.get_ident() == self._cork_thread:
+        if self._corked_here():
             self.uncork()  # packets queued before these middle ones go first
             self.cork()
         seg = BTH_LEN + mtu + ICRC_LEN
@@ -741,104 +769,140 @@ class Endpoint:
         finally:
             self._leave_foreground()
 
-    def round_trip(
+    def rpc_call(
         self,
         qp: QueuePair,
-        post: Callable[[], int],
         *,
-        reply_len: int,
+        wr_id: int,
+        local: memoryview,
+        remote_va: int,
+        rkey: int,
+        imm: int,
+        target: memoryview,
+        target_va: int,
+        target_rkey: int,
+        on_completion: Callable[[Completion], None],
         done: Callable[[], bool],
         deadline: float | None,
     ) -> bool:
-        """The compiled common case of an RPC round trip on the calling thread (the host's
-        latency path, PROTOCOL.md §3.5). With this thread as the endpoint's only receiver and
-        `qp` idle (nothing outstanding, no partial message), `post()` posts the RPC (a
-        one-packet request, and the deferred ACK it flushes) with the endpoint corked and
-        returns the request's PSN; then `_fastpath.rpc_round_trip` sends those datagrams as
-        `_transmit_now` would (the same buffers) and, without the GIL, waits for the
-        request's ACK and a `reply_len`-byte WRITE_ONLY_WITH_IMM at the expected PSN (headers
-        and ICRCs checked). The datagrams received then go to the QP as the receive path
-        would hand them over (`QueuePair.on_packet`: the reference state machine; anything
-        unusual, a timeout or an error goes through `_on_datagram` instead), and the ACK the
-        reply asks for is deferred while `done()`. Returns False, having posted nothing, if
-        the fast path does not apply (the caller posts and waits as usual); True once posted
-        (finished, or left to the caller's wait)."""
+        """The compiled common case of a small RPC on the calling thread (the host's latency
+        path): a one-packet RDMA WRITE WITH IMMEDIATE of `local` (SE, AckReq; at most one MTU)
+        whose reply is one RDMA WRITE WITH IMMEDIATE of the registered region `target`. With
+        this thread as the endpoint's only receiver and `qp` idle, the request (and the ACK
+        the QP owes, behind it) are built as `post_write` and `flush_ack` build them and sent
+        as `_transmit_now` sends them; `_fastpath.rpc_round_trip` then waits, without the
+        GIL, for the request's ACK and the reply at the expected PSN (headers, RETH and ICRCs
+        checked), places the reply and the QP records the outcome (`commit_round_trip`; the
+        two completions go to `on_completion`, as the receive path would report them); the
+        ACK the reply asks for is deferred (`flush_deferred_acks`). Anything else (another
+        datagram, a timeout, an error) leaves the request outstanding as `post_write` would
+        (`round_trip_sent`) and hands every datagram received to the per-packet path, the
+        reference; the caller's wait finishes the RPC. The caller posted a receive `wr_id`
+        for the reply only in that case (it is consumed here otherwise): `on_completion` is
+        preceded by `post_recv` then. Returns False, having sent nothing, if the fast path
+        does not apply."""
         cfg = self.config
-        if self._impair is not None or not self._gso or not cfg.verify_icrc:
+        if (
+            self._impair is not None
+            or not self._gso
+            or not cfg.verify_icrc
+            or not cfg.fast_round_trip
+            or qp.config.ack_before_completion
+            or local.nbytes > qp.config.mtu
+            or target.nbytes > qp.config.mtu
+        ):
             return False
-        if not cfg.fast_round_trip or not self._enter_foreground():
+        if not self._enter_foreground():
             return False
         try:
             entry = self._qps.get(qp.qpn)
-            if entry is None or entry[0] is not qp or not qp.idle():
+            deferred = self._deferred
+            if (
+                entry is None
+                or entry[0] is not qp
+                or (deferred and (len(deferred) > 1 or qp not in deferred))
+                or not qp.idle()
+            ):
+                return False
+            try:
+                qp.memory.resolve(rkey=target_rkey, va=target_va, length=target.nbytes)
+            except RemoteAccessError:
                 return False
             peer = entry[1]
+            psn, pkts = qp.round_trip_packets(local=local, remote_va=remote_va, rkey=rkey, imm=imm)
             epsn = qp.expected_psn
-            self.cork()
-            try:
-                req_psn = post()
-            finally:
-                queued, self._corked = self._corked, None
-                self._cork_thread = 0
-            pkts = [p for ip, more in queued or () if ip == peer for p in more]
-            small = None
-            if queued and len(pkts) <= 2 and all(ip == peer for ip, _ in queued):
-                small = self._small_datagram(peer, pkts)
-            if small is None:  # not the shape of the fast path: send as uncork would
-                self._corked = queued
-                self._cork_thread = threading.get_ident()
-                self.uncork()
-                return True
+            acked = len(pkts) > 1
+            n = target.nbytes
+            reply_len = BTH_LEN + RETH_LEN + 4 + n + (-n & 3) + ICRC_LEN
+            small = self._small_datagram(peer, pkts)
+            assert small is not None  # the ACK is the shorter packet
             bufs, seg, total = small
-            npk = len(pkts)
-            stats = self.stats
-            now = time.monotonic()
-            dl = qp.deadline()
-            if deadline is not None and (dl is None or deadline < dl):
-                dl = deadline
-            timeout = 0.2 if dl is None else max(0.0, min(0.2, dl - now))
-            key = (peer, ROCE_UDP_PORT)
-            states = self._rt_states.get((key, reply_len))
+            key = (peer, reply_len)
+            states = self._rt_states.get(key)
             if states is None:
                 states = (
                     socket.inet_aton(peer),
                     self._rx_state(peer, ROCE_UDP_PORT, 20, 0),
                     self._rx_state(peer, ROCE_UDP_PORT, reply_len, 0),
                 )
-                self._rt_states[(key, reply_len)] = states
+                self._rt_states[key] = states
+            t0 = time.monotonic()
+            rto = qp.rto
+            dl = t0 + rto if deadline is None else min(deadline, t0 + rto)
+            deferred.discard(qp)
             status, err, dgrams = _fastpath.rpc_round_trip(
                 self._sock.fileno(),
                 states[0],
                 bufs,
-                seg if npk > 1 else 0,
+                seg if acked else 0,
                 qp.qpn,
-                req_psn,
+                psn,
                 epsn,
                 states[1],
                 states[2],
                 reply_len,
-                int(self._spin(now) * 1e9),
-                int(timeout * 1e9),
+                int(self._spin(t0) * 1e9),
+                int(max(0.0, dl - t0) * 1e9),
                 self._rt_buf,
+                (target, target_va, target_rkey),
             )
-            stats.packets_tx += npk
-            stats.bytes_tx += total
-            mv = self._rt_mv
             now = time.monotonic()
-            touched: set[QueuePair] = set()
+            stats = self.stats
+            stats.packets_tx += len(pkts)
+            stats.bytes_tx += total
+            buf = self._rt_buf
             if status == _fastpath.RT_OK:
-                # both checked (header, QP, PSN, ICRC): hand them over as _on_datagram would
-                for off, nbytes, _seg, _ip, _port in dgrams:
-                    stats.packets_rx += 1
-                    stats.bytes_rx += nbytes
-                    op, b1, _pkey, _w2, w3 = _BTH.unpack_from(mv, off)
-                    qp.on_packet(mv[off : off + nbytes - ICRC_LEN], op, b1, w3, now)
-                touched.add(qp)
+                stats.packets_rx += 2
+                stats.bytes_rx += 20 + reply_len
+                off = next(o for o, nb, *_ in dgrams if nb == reply_len)
+                done_list = qp.commit_round_trip(
+                    wr_id=wr_id,
+                    length=local.nbytes,
+                    recv_wr_id=wr_id,
+                    reply_bytes=n,
+                    imm=_IMM.unpack_from(buf, off + BTH_LEN + RETH_LEN)[0],
+                    b1=buf[off + 1],
+                    t0=t0,
+                    now=now,
+                )
+                for c in done_list:
+                    on_completion(c)
+                touched = {qp}
             else:
+                qp.round_trip_sent(
+                    wr_id=wr_id,
+                    local=local,
+                    remote_va=remote_va,
+                    rkey=rkey,
+                    imm=imm,
+                    acked=acked,
+                    t0=t0,
+                )
+                qp.post_recv(wr_id=wr_id)
                 if status == _fastpath.RT_ERROR and not dgrams:
-                    stats.dropped[f"tx_error_{err}"] += npk  # the send failed (a timer resends)
-                elif status == _fastpath.RT_ERROR:
-                    log.debug("receive failed on %s: errno %d", self, err)
+                    stats.dropped[f"tx_error_{err}"] += len(pkts)  # a timer resends
+                touched = set()
+                mv = self._rt_mv
                 for off, nbytes, gso, ip, port in dgrams:
                     src = (socket.inet_ntoa(ip), port)
                     seg_len = gso if 0 < gso < nbytes else nbytes
@@ -932,15 +996,25 @@ class Endpoint:
                     done = 0
                 off = done * seg
                 index = done
-            while off < nbytes:
-                ln = min(seg, nbytes - off)
-                try:
-                    self._on_datagram(mv[off : off + ln], src, index, now, touched)
-                except Exception:  # a bug must never stop the receive thread
-                    log.exception("dropping a datagram from %s:%d", *src)
-                    self.stats.dropped["internal_error"] += 1
-                off += ln
-                index += 1
+            # The receive thread sends what these packets cause once they are all handled: an
+            # NAA's ACK of a request and the reply of the inline kernel it ran leave in one
+            # sendmmsg, ACK first (PROTOCOL.md §3.5), and wake the host once.
+            cork = defer_acks is None and off < nbytes
+            if cork:
+                self.cork()
+            try:
+                while off < nbytes:
+                    ln = min(seg, nbytes - off)
+                    try:
+                        self._on_datagram(mv[off : off + ln], src, index, now, touched)
+                    except Exception:  # a bug must never stop the receive thread
+                        log.exception("dropping a datagram from %s:%d", *src)
+                        self.stats.dropped["internal_error"] += 1
+                    off += ln
+                    index += 1
+            finally:
+                if cork:
+                    self.uncork()
             if nbytes == 0:
                 self.stats.dropped["short"] += 1
             if defer_acks is not None and defer_acks():
@@ -1043,7 +1117,7 @@ class Endpoint:
             cached = (src_ip, states, self._tx_states(src[0], 20)[0])
             self._prefix_rx5[key5] = cached
         # the QP sends its ACKs itself only when they would leave at once and unimpaired
-        direct = self._impair is None and self._corked is None
+        direct = self._impair is None and not self._corked_here()
         r = qp.on_middle_burst(
             fd=self._sock.fileno(),
             buf=buf,

@@ -40,6 +40,8 @@ _BTH = struct.Struct("!BBHII")
 _RETH = struct.Struct("!QII")
 _IMM = struct.Struct("!I")
 _ACK = struct.Struct("!BBHIII")
+_REQ = struct.Struct("!BBHIIQIII")
+"""BTH + RETH + ImmDt: a one-packet RDMA_WRITE_ONLY_WITH_IMMEDIATE."""
 MIN_WINDOW = 8.0
 LOSS_WINDOW = 256.0
 """A loss caps the window here (1 MiB): with go-back-N every packet behind a loss is resent."""
@@ -326,6 +328,11 @@ class QueuePair:
             )
 
     @property
+    def rto(self) -> float:
+        """The current retransmit timeout in seconds (adaptive)."""
+        return self._rto
+
+    @property
     def expected_psn(self) -> int:
         """The PSN the responder side expects next."""
         return self._epsn
@@ -334,6 +341,150 @@ class QueuePair:
     def next_send_psn(self) -> int:
         """The PSN the next message posted starts at."""
         return self._assign_psn
+
+    # ------------------------------------------------- compiled round trip (the host's)
+
+    def round_trip_packets(
+        self, *, local: memoryview, remote_va: int, rkey: int, imm: int
+    ) -> tuple[int, list[OutPacket]]:
+        """For `Endpoint.rpc_call` on an idle QP: the PSN and the packets `post_write(imm=imm,
+        solicited=True)` of `local` (at most one MTU) would send now, then the coalesced ACK
+        `flush_ack` would send behind it if one is owed, as `_post_single` and `_send_ack`
+        build them. Changes nothing: `commit_round_trip` or `round_trip_sent` records them."""
+        with self._lock:
+            psn = self._assign_psn
+            n = local.nbytes
+            pad = (-n) & 3
+            hdr = bytearray(
+                _REQ.pack(
+                    _OPCODE_RDMA_WRITE_ONLY_WITH_IMMEDIATE,
+                    0x80 | (pad << 4),
+                    0xFFFF,
+                    self._dqp_word,
+                    0x80000000 | psn,
+                    remote_va,
+                    rkey,
+                    n,
+                    imm,
+                )
+            )
+            pkts: list[OutPacket] = [(hdr, local, pad)]
+            if self._ack_pending and not self._fatal:
+                ack = _ACK.pack(
+                    _OPCODE_ACKNOWLEDGE,
+                    0,
+                    0xFFFF,
+                    self._dqp_word,
+                    (self._epsn - 1) & PSN_MASK,
+                    (_SYNDROME_ACK_UNLIMITED << 24) | (self._msn & 0xFFFFFF),
+                )
+                pkts.append((bytearray(ack), b"", 0))
+            return psn, pkts
+
+    def round_trip_sent(
+        self,
+        *,
+        wr_id: int,
+        local: memoryview,
+        remote_va: int,
+        rkey: int,
+        imm: int,
+        acked: bool,
+        t0: float,
+    ) -> None:
+        """Record the packets of `round_trip_packets` as sent at `t0` when the compiled round
+        trip did not finish (the per-packet path takes over): the write is outstanding as
+        `_post_single` leaves it (retransmit timer, round trip timed), the ACK (`acked`) was
+        flushed."""
+        with self._lock:
+            if acked:
+                self._ack_pending = False
+            psn = self._assign_psn
+            self._sq.append(
+                _Wr(
+                    wr_id=wr_id,
+                    is_send=False,
+                    local=local,
+                    remote_va=remote_va,
+                    rkey=rkey,
+                    imm=imm,
+                    solicited=True,
+                    first_psn=psn,
+                    npkts=1,
+                )
+            )
+            self._assign_psn = self._next_psn = self._high = (psn + 1) & PSN_MASK
+            if self._rtt_psn < 0:
+                self._rtt_psn = psn
+                self._rtt_t0 = t0
+            if self._deadline is None:
+                self._deadline = t0 + self._rto
+
+    def commit_round_trip(
+        self,
+        *,
+        wr_id: int,
+        length: int,
+        recv_wr_id: int,
+        reply_bytes: int,
+        imm: int,
+        b1: int,
+        t0: float,
+        now: float,
+    ) -> list[Completion]:
+        """The state after the compiled round trip of `Endpoint.rpc_call` finished: what
+        sending the packets of `round_trip_packets` at `t0` (`_post_single`, `flush_ack`),
+        then the request's ACK (`_on_ack`) and the reply, a WRITE_ONLY_WITH_IMM of
+        `reply_bytes` bytes with `imm` and BTH byte 1 `b1` already placed (`_on_request` with a
+        receive `recv_wr_id` posted), leave behind; the two completions, in that order.
+        tests/integration/runtime/dataplane/test_compiled_round_trip.py compares the state
+        with the per-packet path's."""
+        with self._lock:
+            psn = self._assign_psn
+            nxt = (psn + 1) & PSN_MASK
+            # _post_single
+            self._assign_psn = self._next_psn = self._high = nxt
+            if self._rtt_psn < 0:
+                self._rtt_psn = psn
+                self._rtt_t0 = t0
+            # _on_ack -> _ack_through(psn)
+            self._una = nxt
+            if self._cwnd < self._ssthresh:
+                self._cwnd = min(self.config.window, self._cwnd + 1)
+            else:
+                self._cwnd = min(self.config.window, self._cwnd + 16.0 / self._cwnd)
+            self._hint = max(0, self._hint - 1)
+            self._undo = None
+            self._retries = self.config.retry_count
+            if self._backoff:
+                self._backoff = 0
+                self._set_rto()
+            if self._rtt_psn >= 0 and psn_diff(nxt, self._rtt_psn) > 0:
+                self._sample_rtt(now)
+            self._deadline = None
+            # _on_request(RDMA_WRITE_ONLY_WITH_IMMEDIATE) -> _finish_message
+            self._msn = (self._msn + 1) & 0xFFFFFF
+            self._cur_len = self._cur_pos = reply_bytes
+            self._cur_is_send = False
+            self._cur_view = None
+            self._epsn = (self._epsn + 1) & PSN_MASK
+            self._nak_sent = False
+            # the reply asks for an ACK (AckReq); the host defers it (ack_before_completion
+            # off), as `_on_request` does with a completion to report
+            self._ack_pending = True
+        return [
+            Completion(
+                opcode=_WCOPCODE_RDMA_WRITE, status=_WCSTATUS_SUCCESS, wr_id=wr_id, byte_len=length
+            ),
+            Completion(
+                opcode=_WCOPCODE_RECV_RDMA_WITH_IMM,
+                status=_WCSTATUS_SUCCESS,
+                wr_id=recv_wr_id,
+                byte_len=reply_bytes,
+                imm=imm,
+                solicited=bool(b1 & 0x80),
+            ),
+        ]
 
     # ----------------------------------------------------------------------- posting
 

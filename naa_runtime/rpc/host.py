@@ -494,26 +494,25 @@ class HostConnection:
             # one GSO send, and the NAA reads both in one wake-up.
             dev.endpoint.flush_deferred_acks()
 
-    def _fast_reply_len(self) -> int | None:
-        """The UDP payload length of the NAA's reply if this RPC can take the compiled round
-        trip (`Endpoint.round_trip`): one request packet (at most one input region to send,
-        of at most one MTU) and a one-packet reply (at most one output region, of at most
-        one MTU: RDMA_WRITE_ONLY_WITH_IMMEDIATE, BTH + RETH + ImmDt + payload + pad + ICRC);
-        else None."""
-        if not self.config.fast_round_trip:
+    def _fast_plan(self) -> tuple[memoryview, int, int, memoryview, int, int] | None:
+        """What the compiled round trip (`Endpoint.rpc_call`) needs if this RPC can take it:
+        one input region to send, of at most one MTU (the request: local view, NAA address,
+        NAA rkey) and one output region (the reply's target: view, address, rkey); else
+        None."""
+        if not self.config.fast_round_trip or len(self._fast_outputs) != 1:
             return None
         send = self._inputs_first if self.rpc_count == 0 else self._inputs_again
-        mtu = self.config.mtu
-        if len(send) > 1 or len(self._fast_outputs) > 1:
+        if len(send) != 1:
             return None
-        if send:
-            r = self.regions[send[0]]
-            if (r.view.nbytes if r.send_bytes is None else r.send_bytes) > mtu:
-                return None
-        n = self.regions[self._fast_outputs[0]].view.nbytes if self._fast_outputs else 0
-        if n > mtu:
+        i = send[0]
+        r = self.regions[i]
+        n = r.view.nbytes if r.send_bytes is None else r.send_bytes
+        if n > self.config.mtu:
             return None
-        return 12 + 16 + 4 + n + (-n & 3) + 4
+        a = self.naa_regions[i]
+        o = self._fast_outputs[0]
+        mr = self.host_mrs[o]
+        return r.view[:n], a.naa_va, a.naa_rkey, self.regions[o].view, mr.va, mr.rkey
 
     def _rpc_done(self) -> bool:
         return self.state not in (_STATE_DATA_SENDING, _STATE_DATA_RECEIVING)
@@ -545,24 +544,42 @@ class HostConnection:
 
     def call(self, fn_code: int, *, user: int = 0, timeout: float | None = None) -> int:
         """invoke + wait; the NAA's return code. Raises TransferError if the RPC failed.
-        A small RPC (one request packet, one reply packet) takes the compiled round trip of
-        `Endpoint.round_trip` when the connection is idle; anything unusual on the way goes
-        on through the per-packet path and `wait`."""
+        A small RPC (one input region of at most one MTU, one output region of at most one
+        MTU) takes the compiled round trip of `Endpoint.rpc_call` when the connection is
+        idle; anything unusual on the way goes on through the per-packet path and `wait`."""
         end = None if timeout is None else time.monotonic() + timeout
         qp = self._check_invoke(fn_code)
-        reply_len = self._fast_reply_len()
+        plan = self._fast_plan()
         dev = self._device
         posted = False
-        if reply_len is not None and dev is not None:
-
-            def post() -> int:
-                psn = qp.next_send_psn
-                self._post_rpc(qp, fn_code, user)
-                return psn
-
-            posted = dev.endpoint.round_trip(
-                qp, post, reply_len=reply_len, done=self._rpc_done, deadline=end
+        if plan is not None and dev is not None:
+            with self._cond:
+                before = self.state
+                if before not in (_STATE_MRSP_DONE, _STATE_FINISHED):
+                    raise HostError(f"cannot invoke in state {before.name}")
+                self.state = _STATE_DATA_SENDING
+                self._reply = None
+                self._pending_writes = 1
+                self.rpc_count += 1
+            local, va, rkey, target, target_va, target_rkey = plan
+            posted = dev.endpoint.rpc_call(
+                qp,
+                wr_id=2,
+                local=local,
+                remote_va=va,
+                rkey=rkey,
+                imm=((user & 0xFFFFFF) << 8) | 0x80 | fn_code,
+                target=target,
+                target_va=target_va,
+                target_rkey=target_rkey,
+                on_completion=self._on_completion,
+                done=self._rpc_done,
+                deadline=end,
             )
+            if not posted:  # not applicable now: post it the usual way
+                with self._cond:
+                    self.state = before
+                    self.rpc_count -= 1
         if not posted:
             self.invoke(fn_code, user=user)
         st = self.wait(None if end is None else max(0.0, end - time.monotonic()))
