@@ -9,7 +9,6 @@
  * over packets runs without the GIL. The wire format is documented in
  * docs/reference/protocol.md ("On the wire").
  */
-#define _GNU_SOURCE /* sendmmsg */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -577,93 +576,6 @@ done:
     return result;
 }
 
-/* ------------------------------------------------------------------- several datagrams */
-
-#define SD_MAX_DGRAMS 8
-#define SD_MAX_PARTS 8
-
-PyDoc_STRVAR(send_datagrams_doc,
-             "send_datagrams(fd, ip, port, datagrams, /) -> (sent, errno)\n\n"
-             "Send each of `datagrams` (a sequence of at most 8 datagrams, each a sequence of at\n"
-             "most 8 buffers that are concatenated, ICRCs included) as one UDP datagram to\n"
-             "ip:port on the socket `fd`, in order, with one sendmmsg: what separate sendmsg\n"
-             "calls would put on the wire, in one system call (an ACK and the RPC reply behind\n"
-             "it wake the peer once). Returns how many were sent and the errno if not all.");
-
-static PyObject *fp_send_datagrams(PyObject *self, PyObject *args) {
-    int fd;
-    Py_buffer ip;
-    unsigned int port;
-    PyObject *dgrams;
-    if (!PyArg_ParseTuple(args, "iy*IO:send_datagrams", &fd, &ip, &port, &dgrams)) return NULL;
-    PyObject *result = NULL, *outer = NULL;
-    PyObject *inner[SD_MAX_DGRAMS] = {NULL};
-    Py_buffer parts[SD_MAX_DGRAMS * SD_MAX_PARTS];
-    struct iovec iov[SD_MAX_DGRAMS * SD_MAX_PARTS];
-    struct mmsghdr msgs[SD_MAX_DGRAMS];
-    Py_ssize_t nparts = 0, ndg = 0;
-    if (ip.len != 4 || port > 0xFFFF) {
-        PyErr_SetString(PyExc_ValueError, "bad address or port");
-        goto done;
-    }
-    outer = PySequence_Fast(dgrams, "datagrams must be a sequence");
-    if (outer == NULL) goto done;
-    if (PySequence_Fast_GET_SIZE(outer) > SD_MAX_DGRAMS) {
-        PyErr_SetString(PyExc_ValueError, "at most 8 datagrams");
-        goto done;
-    }
-    struct sockaddr_in to;
-    memset(&to, 0, sizeof to);
-    to.sin_family = AF_INET;
-    to.sin_port = htons((uint16_t)port);
-    memcpy(&to.sin_addr, ip.buf, 4);
-    memset(msgs, 0, sizeof msgs);
-    for (; ndg < PySequence_Fast_GET_SIZE(outer); ndg++) {
-        inner[ndg] = PySequence_Fast(PySequence_Fast_GET_ITEM(outer, ndg),
-                                     "each datagram must be a sequence of buffers");
-        if (inner[ndg] == NULL) goto done;
-        Py_ssize_t k = PySequence_Fast_GET_SIZE(inner[ndg]);
-        if (k > SD_MAX_PARTS) {
-            PyErr_SetString(PyExc_ValueError, "at most 8 buffers per datagram");
-            ndg++;
-            goto done;
-        }
-        msgs[ndg].msg_hdr.msg_name = &to;
-        msgs[ndg].msg_hdr.msg_namelen = sizeof to;
-        msgs[ndg].msg_hdr.msg_iov = &iov[nparts];
-        msgs[ndg].msg_hdr.msg_iovlen = (size_t)k;
-        for (Py_ssize_t j = 0; j < k; j++) {
-            if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(inner[ndg], j), &parts[nparts],
-                                   PyBUF_SIMPLE) < 0) {
-                ndg++;
-                goto done;
-            }
-            iov[nparts].iov_base = parts[nparts].buf;
-            iov[nparts].iov_len = (size_t)parts[nparts].len;
-            nparts++;
-        }
-    }
-    int sent = 0, err = 0;
-    Py_BEGIN_ALLOW_THREADS
-    while (sent < (int)ndg) {
-        int r = sendmmsg(fd, msgs + sent, (unsigned int)(ndg - sent), 0);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            err = errno;
-            break;
-        }
-        sent += r;
-    }
-    Py_END_ALLOW_THREADS
-    result = Py_BuildValue("(ii)", sent, err);
-done:
-    for (Py_ssize_t i = 0; i < nparts; i++) PyBuffer_Release(&parts[i]);
-    for (Py_ssize_t i = 0; i < ndg; i++) Py_XDECREF(inner[i]);
-    Py_XDECREF(outer);
-    PyBuffer_Release(&ip);
-    return result;
-}
-
 /* ------------------------------------------------------------------ RPC round trip (host) */
 
 enum { RT_OK = 0, RT_FALLBACK = 1, RT_TIMEOUT = 2, RT_ERROR = 3 };
@@ -928,7 +840,6 @@ static PyMethodDef methods[] = {
     {"rx_middle_run", fp_rx_middle_run, METH_VARARGS, rx_middle_run_doc},
     {"rx_burst", fp_rx_burst, METH_VARARGS, rx_burst_doc},
     {"rpc_round_trip", fp_rpc_round_trip, METH_VARARGS, rpc_round_trip_doc},
-    {"send_datagrams", fp_send_datagrams, METH_VARARGS, send_datagrams_doc},
     {NULL, NULL, 0, NULL},
 };
 

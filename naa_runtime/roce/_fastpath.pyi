@@ -74,10 +74,3 @@ def rpc_round_trip(
     place: tuple[bytearray | memoryview, int, int] | None = None,
     /,
 ) -> tuple[int, int, tuple[tuple[int, int, int, bytes, int], ...]]: ...
-def send_datagrams(
-    fd: int,
-    ip: bytes,
-    port: int,
-    datagrams: list[list[bytes | bytearray | memoryview]],
-    /,
-) -> tuple[int, int]: ...

@@ -326,8 +326,7 @@ class Endpoint:
 
     def uncork(self) -> None:
         """Send what `cork` queued: consecutive packets to one peer go out as one GSO batch
-        (an RPC request and the ACK behind it: one syscall, one wake-up at the NAA), or, a
-        short packet before a longer one (the NAA's ACK before its reply), as one sendmmsg."""
+        (an RPC request and the ACK behind it: one syscall, one wake-up at the NAA)."""
         self._send_queued(self._corks.pop(threading.get_ident(), None))
 
     def _send_queued(self, queued: list[tuple[str, list[OutPacket]]] | None) -> None:
@@ -408,28 +407,6 @@ class Endpoint:
                 n = len(pkts)
                 if not n:
                     return
-        if (
-            n == 2
-            and self._gso
-            and len(pkts[0][0]) + len(pkts[0][1]) + pkts[0][2]
-            < len(pkts[1][0]) + len(pkts[1][1]) + pkts[1][2]
-        ):
-            # a short packet before a longer one (the NAA's ACK before its reply): two
-            # datagrams, each as a sendmsg of its own would send it, in one sendmmsg
-            first = self._small_datagram(peer_ip, pkts[:1])
-            second = self._small_datagram(peer_ip, pkts[1:])
-            if first is not None and second is not None:
-                sent, err = _fastpath.send_datagrams(
-                    self._sock.fileno(),
-                    socket.inet_aton(peer_ip),
-                    ROCE_UDP_PORT,
-                    [first[0], second[0]],
-                )
-                if sent < 2:
-                    stats.dropped[f"tx_error_{err}"] += 2 - sent
-                stats.packets_tx += 2
-                stats.bytes_tx += first[2] + second[2]
-                return
         if n <= 2 and self._gso:
             small = self._small_datagram(peer_ip, pkts)
             if small is not None:
@@ -996,25 +973,15 @@ class Endpoint:
                     done = 0
                 off = done * seg
                 index = done
-            # The receive thread sends what these packets cause once they are all handled: an
-            # NAA's ACK of a request and the reply of the inline kernel it ran leave in one
-            # sendmmsg, ACK first (PROTOCOL.md §3.5), and wake the host once.
-            cork = defer_acks is None and off < nbytes
-            if cork:
-                self.cork()
-            try:
-                while off < nbytes:
-                    ln = min(seg, nbytes - off)
-                    try:
-                        self._on_datagram(mv[off : off + ln], src, index, now, touched)
-                    except Exception:  # a bug must never stop the receive thread
-                        log.exception("dropping a datagram from %s:%d", *src)
-                        self.stats.dropped["internal_error"] += 1
-                    off += ln
-                    index += 1
-            finally:
-                if cork:
-                    self.uncork()
+            while off < nbytes:
+                ln = min(seg, nbytes - off)
+                try:
+                    self._on_datagram(mv[off : off + ln], src, index, now, touched)
+                except Exception:  # a bug must never stop the receive thread
+                    log.exception("dropping a datagram from %s:%d", *src)
+                    self.stats.dropped["internal_error"] += 1
+                off += ln
+                index += 1
             if nbytes == 0:
                 self.stats.dropped["short"] += 1
             if defer_acks is not None and defer_acks():
