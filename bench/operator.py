@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import re
 import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -75,6 +79,30 @@ def bench_placement(n_jobs: int = 10_000, n_naas: int = 10_000) -> dict[str, flo
     return {"fast_s": t_fast, "naive_s": t_slow, "placed": float(len(fast.placed()))}
 
 
+def request_census(cluster) -> Counter[str]:  # type: ignore[no-untyped-def]
+    """The apiserver's own count of the requests it served (`apiserver_request_total`), by
+    verb and resource[/subresource]: the difference across a phase is what that phase cost."""
+    text = cluster.kubectl("get", "--raw", "/metrics", check=True).stdout
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
+        what = labels.get("resource", "")
+        if labels.get("subresource"):
+            what += "/" + labels["subresource"]
+        counts[f"{labels.get('verb', '?')} {what}"] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def census_summary(before: Counter[str], after: Counter[str], per: int) -> str:
+    """'N requests per item (top kinds)' for the difference `after - before`."""
+    diff = after - before
+    total = sum(diff.values())
+    top = ", ".join(f"{k} {v / per:.1f}" for k, v in diff.most_common(8))
+    return f"{total / per:.1f} per item ({top})"
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
@@ -82,7 +110,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench_lifecycle(n_jobs: int, n_naas: int, concurrency: int) -> dict[str, float]:
-    from kubernetes import watch
+    from naa_operator.adapters.informer import lines
 
     from naaice_cluster import controlplane as cp
     from tests.integration.operator.lab import Lab
@@ -117,33 +145,58 @@ def bench_lifecycle(n_jobs: int, n_naas: int, concurrency: int) -> dict[str, flo
         finished: set[str] = set()
         stop = threading.Event()
 
-        def watch_pods() -> None:
-            w = watch.Watch()
+        def raw_watch(list_fn, on_object) -> None:  # type: ignore[no-untyped-def]
+            # Plain JSON lines, not the client's model objects: deserialising every event into
+            # V1Pod cost the bench as much CPU as the pod runner, on the same two cores.
+            version = ""
             while not stop.is_set():
-                for ev in w.stream(lab.core.list_namespaced_pod, namespace, timeout_seconds=2):
-                    pod = ev["object"]
-                    labels = pod.metadata.labels or {}
-                    key = labels.get("naaice.io/naajob") or labels.get("bench/pod")
-                    if key and key not in first_pod:
-                        first_pod[key] = time.time()
-                    bare = labels.get("bench/pod")
-                    if bare and pod.status.phase in ("Succeeded", "Failed"):
-                        finished.add(bare)
+                resp = list_fn(
+                    watch=True,
+                    timeout_seconds=2,
+                    resource_version=version or None,
+                    allow_watch_bookmarks=True,
+                    _preload_content=False,
+                )
+                try:
+                    for line in lines(resp.stream(65536)):
+                        event = json.loads(line)
+                        obj = event["object"]
+                        if event["type"] == "ERROR":
+                            version = ""
+                            break
+                        version = obj["metadata"].get("resourceVersion", version)
+                        if event["type"] != "BOOKMARK":
+                            on_object(obj)
+                finally:
+                    resp.release_conn()
+
+        def on_pod(pod: dict) -> None:  # type: ignore[type-arg]
+            labels = pod["metadata"].get("labels") or {}
+            key = labels.get("naaice.io/naajob") or labels.get("bench/pod")
+            if key and key not in first_pod:
+                first_pod[key] = time.time()
+            bare = labels.get("bench/pod")
+            if bare and (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                finished.add(bare)
+
+        def on_job(job: dict) -> None:  # type: ignore[type-arg]
+            if lab.terminal(job):
+                finished.add(job["metadata"]["name"])
+
+        def watch_pods() -> None:
+            raw_watch(partial(lab.core.list_namespaced_pod, namespace), on_pod)
 
         def watch_jobs() -> None:
-            w = watch.Watch()
-            while not stop.is_set():
-                for ev in w.stream(
+            raw_watch(
+                partial(
                     lab.custom.list_namespaced_custom_object,
                     "naaice.io",
                     "v1alpha1",
                     namespace,
                     "naajobs",
-                    timeout_seconds=2,
-                ):
-                    job = ev["object"]
-                    if lab.terminal(job):
-                        finished.add(job["metadata"]["name"])
+                ),
+                on_job,
+            )
 
         for target in (watch_pods, watch_jobs):
             threading.Thread(target=target, daemon=True).start()
@@ -186,7 +239,9 @@ def bench_lifecycle(n_jobs: int, n_naas: int, concurrency: int) -> dict[str, flo
         def pod_done(name: str) -> bool:
             return name in finished
 
+        census0 = request_census(cluster)
         pods_wall, pods_applied = closed_loop("pod", submit_pod, pod_done)
+        census1 = request_census(cluster)
         pod_lat = [first_pod[n] - t for n, t in pods_applied.items()]
 
         lab.start_operator(
@@ -202,7 +257,11 @@ def bench_lifecycle(n_jobs: int, n_naas: int, concurrency: int) -> dict[str, flo
         def job_done(name: str) -> bool:
             return name in finished
 
+        census2 = request_census(cluster)
         jobs_wall, jobs_applied = closed_loop("job", submit_job, job_done)
+        census3 = request_census(cluster)
+        console.print(f"API requests, bare pods: {census_summary(census0, census1, n_jobs)}")
+        console.print(f"API requests, NAAJobs: {census_summary(census2, census3, n_jobs)}")
         job_lat = [first_pod[n] - t for n, t in jobs_applied.items()]
         failed = [j["metadata"]["name"] for j in lab.jobs() if lab.terminal(j) != "Succeeded"]
         # A job's terminal condition is written before its Leases are deleted (crash safety),

@@ -336,7 +336,7 @@ def start_embedded(
 
     def launch(proc_name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         log = layout.logs / f"{proc_name}.log"
-        proc = spawn(args, log=log, env=env)
+        proc = spawn(args, log=log, env=env if env is not None else config.go_env(os.environ))
         popens.append((proc, log, proc_name))
         cluster.processes.append(ProcessRecord(proc_name, proc.pid, str(log), list(args)))
         cluster.save()

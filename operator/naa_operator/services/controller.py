@@ -698,7 +698,7 @@ class Controller:
                 continue
             leased[lease.naa] = lease.holder
             holder_job = by_uid.get(uid)
-            if holder_job is not None and cond.is_terminal(views.job_conditions(holder_job)):
+            if holder_job is not None and views.job_finished(holder_job):
                 self.enqueue(views.job_key(holder_job))  # finished but not yet released
         await asyncio.gather(*rollbacks)
         pending = [b for b in pending if b["metadata"]["uid"] not in draining]
@@ -804,9 +804,9 @@ class Controller:
         return (
             meta.get("uid") == uid
             and not meta.get("deletionTimestamp")
-            and not cond.is_terminal(views.job_conditions(body))
-            and not (body.get("spec") or {}).get("suspend")
             and not status.get("assignedNAAs")
+            and not (body.get("spec") or {}).get("suspend")
+            and not views.job_finished(body)
         )
 
     async def _bind(

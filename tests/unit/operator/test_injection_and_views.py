@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+from naa_operator.core import conditions as cond
 from naa_operator.core import injection
 from naa_operator.core.model import Assignment
 from naa_operator.services import views
@@ -128,3 +130,20 @@ def test_bound_at_round_trips_with_nanoseconds() -> None:
     text = views.ns_to_rfc3339_ns(t)
     assert text.endswith(".123456789Z")
     assert views.rfc3339_ns_to_ns(text) == t
+
+
+@pytest.mark.parametrize(
+    "conditions",
+    [
+        None,
+        [],
+        [{"type": "Scheduled", "status": "True"}],
+        [{"type": "Succeeded", "status": "True"}],
+        [{"type": "Succeeded", "status": "False"}, {"type": "Failed", "status": "Unknown"}],
+        [{"type": "Scheduled", "status": "True"}, {"type": "Failed", "status": "True"}],
+        ["not a condition", {"type": "Ready", "status": "True"}],
+    ],
+)
+def test_job_finished_agrees_with_the_parsed_conditions(conditions: list[object] | None) -> None:
+    body: dict[str, object] = {"metadata": {"name": "j"}, "status": {"conditions": conditions}}
+    assert views.job_finished(body) == cond.is_terminal(views.job_conditions(body))
