@@ -191,7 +191,7 @@ def apiserver_args(*, binary: Path, layout: Layout, ports: Ports) -> list[str]:
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--authorization-mode=RBAC",
         "--allow-privileged=true",
-        "--profiling=true",
+        "--profiling=false",
         f"--cert-dir={pki}",
         # Request-header (front proxy) auth: API aggregation works, and components that read
         # kube-system/extension-apiserver-authentication find a CA there.
