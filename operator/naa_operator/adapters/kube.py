@@ -365,7 +365,8 @@ class Kube:
                 ),
             )
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
+        """A Secret's data, decoded."""
         import base64
 
         body = await self._run(
@@ -375,12 +376,7 @@ class Kube:
             ),
         )
         data: Mapping[str, str] = body.get("data") or {}
-        if key not in data:
-            raise KubeError(
-                f"Secret {namespace}/{name} has no key {key!r}",
-                ValueError("fix management.tokenSecretRef.key of the NAA"),
-            )
-        return base64.b64decode(data[key])
+        return {k: base64.b64decode(v) for k, v in data.items()}
 
     async def event(
         self,

@@ -228,7 +228,8 @@ class Controller:
         self._schedule = asyncio.Event()
         self._leader = not config.leader_election
         self._excluded: dict[str, tuple[float, str]] = {}
-        self._tokens: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._secrets: dict[tuple[str, str], tuple[float, asyncio.Future[dict[str, bytes]]]] = {}
+        """Token Secrets by (namespace, name): expiry and the (possibly ongoing) read."""
         self._access: dict[str, views.NAAAccess] = {}
         self._samplers: dict[str, _Sampler] = {}
         self._lost: set[str] = set()
@@ -639,14 +640,26 @@ class Controller:
         if access is None or access.token is None:
             return ""
         ref = access.token
-        key = (ref.namespace, ref.name, ref.key)
-        cached = self._tokens.get(key)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
-        value = (await self.kube.read_secret_key(ref.namespace, ref.name, ref.key)).decode()
-        value = value.strip()
-        self._tokens[key] = (time.monotonic() + 60.0, value)
-        return value
+        secret = (ref.namespace, ref.name)
+        cached = self._secrets.get(secret)
+        if cached is None or cached[0] <= time.monotonic():
+            # One read per Secret, shared by every NAA whose token it holds and by every
+            # caller that asks meanwhile (a burst of binds on fresh NAAs read it 32 times).
+            read = asyncio.ensure_future(self.kube.read_secret(ref.namespace, ref.name))
+            cached = (time.monotonic() + 60.0, read)
+            self._secrets[secret] = cached
+        try:
+            data = await asyncio.shield(cached[1])
+        except BaseException:
+            if self._secrets.get(secret) is cached:
+                del self._secrets[secret]  # a failed read is not cached
+            raise
+        if ref.key not in data:
+            raise KubeError(
+                f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}",
+                ValueError("fix management.tokenSecretRef.key of the NAA"),
+            )
+        return data[ref.key].decode().strip()
 
     def endpoint(self, naa: str) -> str:
         access = self._access.get(naa)
