@@ -13,7 +13,9 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
@@ -831,6 +833,466 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------- small sends and the NAA's requests */
+
+/* The CRC state after the LRH stand-in (8 x 0xFF) and the masked IPv4 + UDP headers of a
+ * datagram from src:sport to dst:dport with a UDP payload of `len` bytes and IPv4
+ * identification `ip_id`: packets.prefix_state. */
+static uint32_t prefix_crc(const unsigned char *src, const unsigned char *dst, unsigned sport,
+                           unsigned dport, size_t len, unsigned ip_id) {
+    unsigned char b[8 + 20 + 8];
+    memset(b, 0xFF, 8);
+    unsigned char *ip = b + 8, *udp = b + 28;
+    size_t total = 20 + 8 + len;
+    ip[0] = 0x45;
+    ip[1] = 0xFF;
+    ip[2] = (unsigned char)(total >> 8);
+    ip[3] = (unsigned char)total;
+    ip[4] = (unsigned char)(ip_id >> 8);
+    ip[5] = (unsigned char)ip_id;
+    ip[6] = 0x40;
+    ip[7] = 0;
+    ip[8] = 0xFF;
+    ip[9] = 17;
+    ip[10] = 0xFF;
+    ip[11] = 0xFF;
+    memcpy(ip + 12, src, 4);
+    memcpy(ip + 16, dst, 4);
+    udp[0] = (unsigned char)(sport >> 8);
+    udp[1] = (unsigned char)sport;
+    udp[2] = (unsigned char)(dport >> 8);
+    udp[3] = (unsigned char)dport;
+    udp[4] = (unsigned char)((8 + len) >> 8);
+    udp[5] = (unsigned char)(8 + len);
+    udp[6] = 0xFF;
+    udp[7] = 0xFF;
+    return crc32_chain(0, b, sizeof b);
+}
+
+PyDoc_STRVAR(prefix_state_doc,
+             "prefix_state(src, dst, sport, dport, udp_payload_len, ip_id=0, /) -> int\n\n"
+             "packets.prefix_state, compiled (src and dst: 4-byte IPv4 addresses).");
+
+static PyObject *fp_prefix_state(PyObject *self, PyObject *args) {
+    Py_buffer src, dst;
+    unsigned int sport, dport, ip_id = 0;
+    Py_ssize_t len;
+    if (!PyArg_ParseTuple(args, "y*y*IIn|I:prefix_state", &src, &dst, &sport, &dport, &len,
+                          &ip_id))
+        return NULL;
+    PyObject *r = NULL;
+    if (src.len != 4 || dst.len != 4 || sport > 0xFFFF || dport > 0xFFFF || ip_id > 0xFFFF ||
+        len < 0 || len > 0xFFFF - 28)
+        PyErr_SetString(PyExc_ValueError, "bad address, port, length or IP ID");
+    else
+        r = PyLong_FromUnsignedLong(
+            prefix_crc(src.buf, dst.buf, sport, dport, (size_t)len, ip_id));
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    return r;
+}
+
+static int send_iov(int fd, const struct sockaddr_in *to, struct iovec *iov, size_t n) {
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_name = (void *)to;
+    msg.msg_namelen = sizeof *to;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = n;
+    ssize_t r;
+    do {
+        r = sendmsg(fd, &msg, 0);
+    } while (r < 0 && errno == EINTR);
+    return r < 0 ? errno : 0;
+}
+
+PyDoc_STRVAR(
+    send_small_doc,
+    "send_small(fd, ip, port, hdr, payload, pad, state, /) -> errno\n\n"
+    "Send one packet as Endpoint._transmit_now sends a single one: the ICRC continues `state`\n"
+    "(the prefix state of the datagram, IP ID 0) over `hdr` (BTH byte 4 still 0xFF, its mask),\n"
+    "`payload` and `pad` zero bytes; then hdr[4] is cleared (in place: `hdr` is writable) and\n"
+    "hdr + payload + pad + ICRC leave in one sendmsg to ip:port, without the GIL. Returns 0, or\n"
+    "the errno of the failed send.");
+
+static PyObject *fp_send_small(PyObject *self, PyObject *args) {
+    int fd;
+    Py_buffer ip, hdr, payload;
+    unsigned int port;
+    Py_ssize_t pad;
+    unsigned long state;
+    if (!PyArg_ParseTuple(args, "iy*Iw*y*nk:send_small", &fd, &ip, &port, &hdr, &payload, &pad,
+                          &state))
+        return NULL;
+    PyObject *r = NULL;
+    if (ip.len != 4 || port > 0xFFFF || hdr.len < BTH_LEN || pad < 0 || pad > 3 ||
+        state > 0xFFFFFFFFul) {
+        PyErr_SetString(PyExc_ValueError, "bad address, port, header, pad or state");
+        goto done;
+    }
+    static const unsigned char zeros[4] = {0, 0, 0, 0};
+    unsigned char *h = hdr.buf;
+    uint32_t crc = crc32_chain((uint32_t)state, h, (size_t)hdr.len);
+    crc = crc32_chain(crc, payload.buf, (size_t)payload.len);
+    crc = crc32_chain(crc, zeros, (size_t)pad);
+    h[4] = 0;
+    unsigned char icrc[4] = {(unsigned char)crc, (unsigned char)(crc >> 8),
+                             (unsigned char)(crc >> 16), (unsigned char)(crc >> 24)};
+    struct sockaddr_in to;
+    memset(&to, 0, sizeof to);
+    to.sin_family = AF_INET;
+    to.sin_port = htons((uint16_t)port);
+    memcpy(&to.sin_addr, ip.buf, 4);
+    struct iovec iov[4] = {{h, (size_t)hdr.len},
+                           {payload.buf, (size_t)payload.len},
+                           {(void *)zeros, (size_t)pad},
+                           {icrc, 4}};
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = send_iov(fd, &to, iov, 4);
+    Py_END_ALLOW_THREADS
+    r = PyLong_FromLong(err);
+done:
+    PyBuffer_Release(&ip);
+    PyBuffer_Release(&hdr);
+    PyBuffer_Release(&payload);
+    return r;
+}
+
+enum { NR_NONE = 0, NR_DGRAM = 1, NR_REQUEST = 2, NR_ERROR = 3 };
+#define REQ_HDR (BTH_LEN + 16 + 4) /* BTH + RETH + ImmDt */
+
+/* Small helpers over the QP's attributes (GIL held). -1: an exception is set. */
+static int get_ul(PyObject *o, const char *name, unsigned long *out) {
+    PyObject *v = PyObject_GetAttrString(o, name);
+    if (v == NULL) return -1;
+    *out = PyLong_AsUnsignedLong(v);
+    Py_DECREF(v);
+    return (*out == (unsigned long)-1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int get_truth(PyObject *o, const char *name) {
+    PyObject *v = PyObject_GetAttrString(o, name);
+    if (v == NULL) return -1;
+    int t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return t;
+}
+
+static int set_ul(PyObject *o, const char *name, unsigned long value) {
+    PyObject *v = PyLong_FromUnsignedLong(value);
+    if (v == NULL) return -1;
+    int r = PyObject_SetAttrString(o, name, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* The request's QP state machine step, as QueuePair._on_request takes it for a one-packet
+ * RDMA_WRITE_ONLY_WITH_IMMEDIATE in sequence whose ACK goes out before its completion: 1
+ * done (payload placed, state committed, *wr_id, *msn set), 0 not the common case (nothing
+ * changed; the per-packet path takes the datagram), -1 an exception. The QP's lock is taken
+ * without blocking (0 if another thread holds it). */
+static int request_step(PyObject *qp, const unsigned char *p, Py_ssize_t body, uint32_t psn,
+                        PyObject **wr_id, unsigned long *msn_out) {
+    int r = 0, locked = 0;
+    PyObject *lock = NULL, *rq = NULL, *cfg = NULL, *mem = NULL, *target = NULL, *recv = NULL;
+    PyObject *kw = NULL, *res;
+    unsigned long v;
+    lock = PyObject_GetAttrString(qp, "_lock");
+    if (lock == NULL) goto fail;
+    res = PyObject_CallMethod(lock, "acquire", "O", Py_False);
+    if (res == NULL) goto fail;
+    locked = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    if (locked <= 0) {
+        locked = 0;
+        goto out; /* another thread is in the QP: the reference path waits for it */
+    }
+    int t;
+    if ((t = get_truth(qp, "_fatal")) != 0) {
+        if (t < 0) goto fail;
+        goto out;
+    }
+    if (get_ul(qp, "_epsn", &v) < 0) goto fail;
+    if (v != psn) goto out; /* a duplicate or a gap */
+    PyObject *cur = PyObject_GetAttrString(qp, "_cur_view");
+    if (cur == NULL) goto fail;
+    int busy = cur != Py_None;
+    Py_DECREF(cur);
+    if (busy) goto out;
+    cfg = PyObject_GetAttrString(qp, "config");
+    if (cfg == NULL) goto fail;
+    if ((t = get_truth(cfg, "ack_before_completion")) != 1) {
+        if (t < 0) goto fail;
+        goto out;
+    }
+    unsigned long mtu;
+    if (get_ul(cfg, "mtu", &mtu) < 0) goto fail;
+    Py_ssize_t pad = (p[1] >> 4) & 3;
+    Py_ssize_t n = body - pad - REQ_HDR;
+    uint64_t va = ((uint64_t)get_be32(p + 12) << 32) | get_be32(p + 16);
+    uint32_t rkey = get_be32(p + 20), dma_len = get_be32(p + 24);
+    if (n <= 0 || (Py_ssize_t)dma_len != n || (unsigned long)n > mtu) goto out;
+    rq = PyObject_GetAttrString(qp, "_rq");
+    if (rq == NULL) goto fail;
+    Py_ssize_t queued = PyObject_Size(rq);
+    if (queued < 0) goto fail;
+    if (queued == 0) goto out; /* RNR: the reference path NAKs */
+    mem = PyObject_GetAttrString(qp, "memory");
+    if (mem == NULL) goto fail;
+    PyObject *resolve = PyObject_GetAttrString(mem, "resolve");
+    if (resolve == NULL) goto fail;
+    PyObject *empty = PyTuple_New(0);
+    kw = Py_BuildValue("{s:k,s:K,s:n}", "rkey", (unsigned long)rkey, "va",
+                       (unsigned long long)va, "length", n);
+    target = (empty && kw) ? PyObject_Call(resolve, empty, kw) : NULL;
+    Py_XDECREF(empty);
+    Py_DECREF(resolve);
+    if (target == NULL) {
+        /* out of the region, wrong rkey, not writable: the reference path refuses and counts */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) goto fail;
+        PyErr_Clear();
+        goto out;
+    }
+    Py_buffer tb;
+    if (PyObject_GetBuffer(target, &tb, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        goto out;
+    }
+    if (tb.len != n) {
+        PyBuffer_Release(&tb);
+        goto out;
+    }
+    /* every check passed: place, then commit as _on_request + _finish_message leave it */
+    memcpy(tb.buf, p + REQ_HDR, (size_t)n);
+    PyBuffer_Release(&tb);
+    recv = PyObject_CallMethod(rq, "popleft", NULL);
+    if (recv == NULL) goto fail;
+    *wr_id = PyObject_GetAttrString(recv, "wr_id");
+    if (*wr_id == NULL) goto fail;
+    unsigned long msn;
+    if (get_ul(qp, "_msn", &msn) < 0) goto fail;
+    msn = (msn + 1) & PSN_MASK;
+    if (set_ul(qp, "_msn", msn) < 0 || set_ul(qp, "_cur_len", (unsigned long)n) < 0 ||
+        set_ul(qp, "_cur_pos", (unsigned long)n) < 0 ||
+        PyObject_SetAttrString(qp, "_cur_is_send", Py_False) < 0 ||
+        set_ul(qp, "_epsn", (psn + 1) & PSN_MASK) < 0 ||
+        PyObject_SetAttrString(qp, "_nak_sent", Py_False) < 0 ||
+        PyObject_SetAttrString(qp, "_ack_pending", Py_False) < 0)
+        goto fail;
+    *msn_out = msn;
+    r = 1;
+    goto out;
+fail:
+    r = -1;
+out:
+    if (locked) {
+        PyObject *exc_t, *exc_v, *exc_tb;
+        PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
+        res = PyObject_CallMethod(lock, "release", NULL);
+        if (res == NULL) {
+            r = -1;
+            Py_XDECREF(exc_t);
+            Py_XDECREF(exc_v);
+            Py_XDECREF(exc_tb);
+        } else {
+            Py_DECREF(res);
+            PyErr_Restore(exc_t, exc_v, exc_tb);
+        }
+    }
+    if (r != 1 && *wr_id != NULL) Py_CLEAR(*wr_id);
+    Py_XDECREF(lock);
+    Py_XDECREF(rq);
+    Py_XDECREF(cfg);
+    Py_XDECREF(mem);
+    Py_XDECREF(target);
+    Py_XDECREF(recv);
+    Py_XDECREF(kw);
+    return r;
+}
+
+PyDoc_STRVAR(
+    naa_receive_doc,
+    "naa_receive(fd, wake_fd, timeout_ms, spin_ns, buf, qps, local_ip, local_port, /)\n"
+    "    -> (status, nbytes, seg, ip, port, wake, request)\n\n"
+    "One step of an NAA's receive loop, compiled. Without the GIL: busy-poll the UDP socket\n"
+    "`fd` and the wake-up socket `wake_fd` for `spin_ns` (sched_yield between tries), then\n"
+    "wait in poll() up to `timeout_ms`, and receive one datagram (a GRO batch) into `buf`.\n"
+    "status NR_NONE: nothing arrived (`wake` tells whether wake_fd is readable; it is not\n"
+    "read here); NR_ERROR: the receive failed (errno in `nbytes`); NR_DGRAM: the datagram\n"
+    "(nbytes, GRO segment size `seg`, source ip (4 bytes) and port) is in buf for the\n"
+    "per-packet path; NR_REQUEST: its first segment was an RPC request of the common case and\n"
+    "was taken here, as Endpoint._on_datagram and QueuePair._on_request take it: an\n"
+    "RDMA_WRITE_ONLY_WITH_IMMEDIATE (TVer 0, valid P_Key, AckReq) whose ICRC verifies, for a QP\n"
+    "of `qps` (the endpoint's {qpn: (qp, peer ip)}) from its peer, not in error, at the\n"
+    "expected PSN, no message in progress, a receive posted, ACK before completion, a payload\n"
+    "of 1..MTU bytes equal to the RETH's DMA length that `qp.memory.resolve` maps; the payload\n"
+    "is placed, the QP's responder state committed (PSN, MSN, receive consumed) and its ACK\n"
+    "sent (without the GIL). `request` is then (qp, wr_id, imm, length, BTH byte 1, errno of\n"
+    "the ACK's send); the per-packet path goes on with the datagram's further segments (from\n"
+    "index 1). Anything else leaves the QP untouched and returns NR_DGRAM.");
+
+static PyObject *fp_naa_receive(PyObject *self, PyObject *args) {
+    int fd, wake_fd, timeout_ms;
+    long long spin_ns;
+    Py_buffer buf, local_ip;
+    PyObject *qps;
+    unsigned int local_port;
+    if (!PyArg_ParseTuple(args, "iiiLw*O!y*I:naa_receive", &fd, &wake_fd, &timeout_ms, &spin_ns,
+                          &buf, &PyDict_Type, &qps, &local_ip, &local_port))
+        return NULL;
+    PyObject *result = NULL, *wr_id = NULL;
+    if (local_ip.len != 4 || local_port > 0xFFFF || buf.len < 64) {
+        PyErr_SetString(PyExc_ValueError, "bad local address or buffer");
+        goto done;
+    }
+    unsigned char *b = buf.buf;
+    struct sockaddr_in from;
+    memset(&from, 0, sizeof from);
+    ssize_t n = -1;
+    int wake = 0, err = 0;
+    Py_ssize_t gso = 0;
+    int trunc = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    struct pollfd pfd[2] = {{.fd = fd, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
+    int64_t spin_until = spin_ns > 0 ? mono_ns() + spin_ns : 0;
+    int waited = 0;
+    for (;;) {
+        struct iovec iov = {.iov_base = b, .iov_len = (size_t)buf.len};
+        union {
+            char c[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } ctrl;
+        struct msghdr msg;
+        memset(&msg, 0, sizeof msg);
+        msg.msg_name = &from;
+        msg.msg_namelen = sizeof from;
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctrl.c;
+        msg.msg_controllen = sizeof ctrl.c;
+        n = recvmsg(fd, &msg, MSG_DONTWAIT);
+        if (n >= 0) {
+            gso = n;
+            for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL;
+                 cm = CMSG_NXTHDR(&msg, cm)) {
+                if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO &&
+                    cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                    int v;
+                    memcpy(&v, CMSG_DATA(cm), sizeof v);
+                    gso = v;
+                }
+            }
+            trunc = (msg.msg_flags & MSG_TRUNC) != 0;
+            break;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            err = errno;
+            break;
+        }
+        if (waited) break; /* poll said ready or timed out, and nothing is there */
+        int64_t now = spin_until ? mono_ns() : 0;
+        int rc = poll(pfd, 2, now < spin_until ? 0 : timeout_ms);
+        if (rc > 0 && (pfd[1].revents & POLLIN)) {
+            wake = 1;
+            waited = 1; /* one more try at the socket, then back to the caller */
+            continue;
+        }
+        if (now < spin_until && rc == 0) {
+            sched_yield(); /* let a peer on this CPU run: it sends what we wait for */
+            continue;
+        }
+        waited = 1;
+    }
+    Py_END_ALLOW_THREADS
+
+    if (n < 0) {
+        result = Py_BuildValue("(inniiiO)", err ? NR_ERROR : NR_NONE, (Py_ssize_t)err,
+                               (Py_ssize_t)0, 0, 0, wake, Py_None);
+        goto done;
+    }
+    Py_ssize_t seglen = (gso > 0 && gso < n) ? gso : n;
+    int status = NR_DGRAM;
+    PyObject *req = Py_None;
+    const unsigned char *p = b;
+    uint32_t w3 = seglen >= BTH_LEN ? get_be32(p + 8) : 0;
+    if (!trunc && seglen >= REQ_HDR + 1 + ICRC_LEN && p[0] == 0x0B && (p[1] & 0x0F) == 0 &&
+        (p[2] & 0x7F) == 0x7F && p[3] == 0xFF && (w3 & 0x80000000u) &&
+        icrc_ok(p, seglen,
+                prefix_crc((const unsigned char *)&from.sin_addr, local_ip.buf,
+                           ntohs(from.sin_port), local_port, (size_t)seglen, 0))) {
+        uint32_t qpn = get_be32(p + 4) & PSN_MASK;
+        PyObject *key = PyLong_FromUnsignedLong(qpn);
+        if (key == NULL) goto done;
+        PyObject *entry = PyDict_GetItemWithError(qps, key); /* borrowed */
+        Py_DECREF(key);
+        if (entry == NULL && PyErr_Occurred()) goto done;
+        char ipstr[INET_ADDRSTRLEN];
+        const unsigned char *a = (const unsigned char *)&from.sin_addr;
+        snprintf(ipstr, sizeof ipstr, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+        if (entry != NULL && PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) == 2 &&
+            PyUnicode_Check(PyTuple_GET_ITEM(entry, 1)) &&
+            PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(entry, 1), ipstr) == 0) {
+            PyObject *qp = PyTuple_GET_ITEM(entry, 0);
+            Py_INCREF(qp);
+            unsigned long msn = 0, dqp_word = 0;
+            uint32_t psn = w3 & PSN_MASK;
+            int step = request_step(qp, p, seglen - ICRC_LEN, psn, &wr_id, &msn);
+            if (step == 1 && get_ul(qp, "_dqp_word", &dqp_word) < 0) step = -1;
+            if (step < 0) {
+                Py_DECREF(qp);
+                goto done;
+            }
+            if (step == 1) {
+                /* the ACK, as QueuePair._send_ack builds it and Endpoint sends it */
+                unsigned char ack[20 + ICRC_LEN];
+                ack[0] = 0x11;
+                ack[1] = 0;
+                ack[2] = 0xFF;
+                ack[3] = 0xFF;
+                put_be32(ack + 4, (uint32_t)dqp_word | 0xFF000000u);
+                put_be32(ack + 8, psn);
+                put_be32(ack + 12, (0x1Fu << 24) | (uint32_t)msn);
+                uint32_t crc = crc32_chain(
+                    prefix_crc(local_ip.buf, a, local_port, 4791, 20, 0), ack, 16);
+                ack[4] = 0;
+                ack[16] = (unsigned char)crc;
+                ack[17] = (unsigned char)(crc >> 8);
+                ack[18] = (unsigned char)(crc >> 16);
+                ack[19] = (unsigned char)(crc >> 24);
+                struct sockaddr_in to;
+                memset(&to, 0, sizeof to);
+                to.sin_family = AF_INET;
+                to.sin_port = htons(4791);
+                to.sin_addr = from.sin_addr;
+                struct iovec aiov = {ack, 20};
+                int aerr;
+                Py_BEGIN_ALLOW_THREADS
+                aerr = send_iov(fd, &to, &aiov, 1);
+                Py_END_ALLOW_THREADS
+                req = Py_BuildValue("(NOIniI)", qp, wr_id, (unsigned int)get_be32(p + 28),
+                                    seglen - ICRC_LEN - ((p[1] >> 4) & 3) - REQ_HDR,
+                                    (int)p[1], (unsigned int)aerr);
+                qp = NULL; /* the tuple holds it */
+                if (req == NULL) goto done;
+                status = NR_REQUEST;
+            } else {
+                Py_DECREF(qp);
+            }
+        }
+    }
+    result = Py_BuildValue("(inny#iiN)", status, (Py_ssize_t)n, seglen,
+                           (const char *)&from.sin_addr, (Py_ssize_t)4,
+                           (int)ntohs(from.sin_port), wake, req == Py_None ? Py_NewRef(req) : req);
+done:
+    Py_XDECREF(wr_id);
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&local_ip);
+    return result;
+}
+
 /* --------------------------------------------------------------------------------- module */
 
 static PyMethodDef methods[] = {
@@ -840,6 +1302,9 @@ static PyMethodDef methods[] = {
     {"rx_middle_run", fp_rx_middle_run, METH_VARARGS, rx_middle_run_doc},
     {"rx_burst", fp_rx_burst, METH_VARARGS, rx_burst_doc},
     {"rpc_round_trip", fp_rpc_round_trip, METH_VARARGS, rpc_round_trip_doc},
+    {"prefix_state", fp_prefix_state, METH_VARARGS, prefix_state_doc},
+    {"send_small", fp_send_small, METH_VARARGS, send_small_doc},
+    {"naa_receive", fp_naa_receive, METH_VARARGS, naa_receive_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -866,7 +1331,11 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
         PyModule_AddIntConstant(m, "RT_OK", RT_OK) < 0 ||
         PyModule_AddIntConstant(m, "RT_FALLBACK", RT_FALLBACK) < 0 ||
         PyModule_AddIntConstant(m, "RT_TIMEOUT", RT_TIMEOUT) < 0 ||
-        PyModule_AddIntConstant(m, "RT_ERROR", RT_ERROR) < 0) {
+        PyModule_AddIntConstant(m, "RT_ERROR", RT_ERROR) < 0 ||
+        PyModule_AddIntConstant(m, "NR_NONE", NR_NONE) < 0 ||
+        PyModule_AddIntConstant(m, "NR_DGRAM", NR_DGRAM) < 0 ||
+        PyModule_AddIntConstant(m, "NR_REQUEST", NR_REQUEST) < 0 ||
+        PyModule_AddIntConstant(m, "NR_ERROR", NR_ERROR) < 0) {
         Py_DECREF(m);
         return NULL;
     }

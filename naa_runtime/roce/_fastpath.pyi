@@ -1,5 +1,7 @@
 """Type stubs of the compiled bulk and round-trip paths (naa_runtime/roce/_fastpath.c)."""
 
+from typing import Any
+
 MAX_SEGS: int
 BURST_DRAINED: int
 BURST_PENDING: int
@@ -9,6 +11,10 @@ RT_OK: int
 RT_FALLBACK: int
 RT_TIMEOUT: int
 RT_ERROR: int
+NR_NONE: int
+NR_DGRAM: int
+NR_REQUEST: int
+NR_ERROR: int
 
 def crc32(data: bytes | bytearray | memoryview, value: int = 0, /) -> int: ...
 def icrc(state: int, body: bytes | bytearray | memoryview, /) -> int: ...
@@ -74,3 +80,27 @@ def rpc_round_trip(
     place: tuple[bytearray | memoryview, int, int] | None = None,
     /,
 ) -> tuple[int, int, tuple[tuple[int, int, int, bytes, int], ...]]: ...
+def prefix_state(
+    src: bytes, dst: bytes, sport: int, dport: int, udp_payload_len: int, ip_id: int = 0, /
+) -> int: ...
+def send_small(
+    fd: int,
+    ip: bytes,
+    port: int,
+    hdr: bytearray,
+    payload: bytes | bytearray | memoryview,
+    pad: int,
+    state: int,
+    /,
+) -> int: ...
+def naa_receive(
+    fd: int,
+    wake_fd: int,
+    timeout_ms: int,
+    spin_ns: int,
+    buf: bytearray,
+    qps: dict[int, tuple[Any, str]],
+    local_ip: bytes,
+    local_port: int,
+    /,
+) -> tuple[int, int, int, bytes, int, int, tuple[Any, int, int, int, int, int] | None]: ...

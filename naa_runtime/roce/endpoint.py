@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import ipaddress
 import logging
 import os
@@ -238,6 +239,7 @@ class Endpoint:
         self._rt_buf = bytearray(4 * (65536 + 64))
         self._rt_mv = memoryview(self._rt_buf)
         self._rt_states: dict[tuple[str, int], tuple[bytes, int, int]] = {}
+        self._packed: dict[str, bytes] = {}
 
     # ------------------------------------------------------------------------- QPs
 
@@ -407,6 +409,23 @@ class Endpoint:
                 n = len(pkts)
                 if not n:
                     return
+        if n == 1 and self._gso:
+            # one packet (an ACK, an RPC's request or reply): ICRC and sendmsg in one C call
+            hdr, payload, pad = pkts[0]
+            ln = len(hdr) + len(payload) + pad + ICRC_LEN
+            states = self._prefix_tx.get((peer_ip, ln)) or self._tx_states(peer_ip, ln)
+            ip = self._packed.get(peer_ip)
+            if ip is None:
+                ip = self._packed[peer_ip] = ipaddress.IPv4Address(peer_ip).packed
+            with self._tx_lock:
+                err = _fastpath.send_small(
+                    self._sock.fileno(), ip, ROCE_UDP_PORT, hdr, payload, pad, states[0]
+                )
+            if err:
+                stats.dropped[_tx_error(err)] += 1
+            stats.packets_tx += 1
+            stats.bytes_tx += ln
+            return
         if n <= 2 and self._gso:
             small = self._small_datagram(peer_ip, pkts)
             if small is not None:
@@ -623,6 +642,8 @@ class Endpoint:
         poller = self._new_poller()
         sock_fd = self._sock.fileno()
         active = 0.0  # when the last round received something
+        cfg = self.config
+        compiled = cfg.fast_request and self._impair is None and cfg.verify_icrc
         while self._running:
             now = time.monotonic()
             if self._fg or now < self._fg_until:
@@ -637,6 +658,14 @@ class Endpoint:
                 self._flush_deferred()
                 dl = self._next_deadline()
                 timeout_ms = 200 if dl is None else max(0, min(200, int((dl - now) * 1000) + 1))
+                if compiled:
+                    spin = self._spin(now) - (now - active)
+                    got = self._receive_compiled(timeout_ms, int(spin * 1e9) if spin > 0 else 0)
+                    if got is None:
+                        return
+                    if got:
+                        active = time.monotonic()
+                    continue
                 if now - active < self._spin(now):
                     timeout_ms = 0  # busy-poll: the next packet of a round trip finds us awake
                     os.sched_yield()
@@ -656,6 +685,63 @@ class Endpoint:
                         active = time.monotonic()
                 else:
                     self._run_timers()
+
+    def _receive_compiled(self, timeout_ms: int, spin_ns: int) -> bool | None:
+        """One step of the receive loop through `_fastpath.naa_receive` (rx lock held): wait
+        (busy-polling `spin_ns` first) up to `timeout_ms` for a datagram; an RPC request of the
+        common case comes back placed, committed and acknowledged, and its completion is
+        reported here (an inline kernel replies from it); every other datagram, and the
+        segments behind such a request, take the per-packet path. True if something arrived,
+        None once the endpoint is closed."""
+        try:
+            status, nbytes, seg, ip, port, wake, req = _fastpath.naa_receive(
+                self._sock.fileno(),
+                self._wake_r.fileno(),
+                timeout_ms,
+                spin_ns,
+                self._rx_buf,
+                self._qps,
+                self._src,
+                self.port,
+            )
+        except (OSError, ValueError):
+            return None if not self._is_running() else False
+        if not self._is_running():
+            return None
+        if wake:  # not only the socket: the wake-up byte
+            with contextlib.suppress(OSError):
+                self._wake_r.recv(64)
+        if status in (_NR_NONE, _NR_ERROR):
+            self._run_timers()
+            return False
+        src = (socket.inet_ntoa(ip), port)
+        touched: set[QueuePair] = set()
+        index = 0
+        if req is not None:
+            qp, wr_id, imm, length, b1, err = req
+            stats = self.stats
+            stats.packets_rx += 1
+            stats.bytes_rx += seg
+            stats.packets_tx += 1
+            stats.bytes_tx += 20
+            if err:
+                stats.dropped[_tx_error(err)] += 1
+            try:
+                qp.request_completed(wr_id, length, imm, b1)
+            except Exception:  # as _round: a bug must never stop the receive thread
+                log.exception("dropping a datagram from %s:%d", *src)
+                stats.dropped["internal_error"] += 1
+            touched.add(qp)
+            index = 1
+        if index * seg < nbytes or nbytes == 0:
+            self._on_received(nbytes, seg, src, index, touched)
+        if req is None:
+            # the rest of a burst (bulk transfers) as before: drain, flush ACKs, timers
+            return True if self._round(defer_acks=None, touched=touched) else None
+        for qp in touched:
+            qp.flush_ack()
+        self._run_timers()
+        return True
 
     def _spin(self, now: float) -> float:
         """Seconds to busy-poll after a packet: `config.busy_poll` while the machine has a
@@ -933,16 +1019,21 @@ class Endpoint:
         if self._deferred:
             self._flush_deferred()
 
-    def _round(self, *, defer_acks: Callable[[], bool] | None) -> bool:
+    def _round(
+        self,
+        *,
+        defer_acks: Callable[[], bool] | None,
+        touched: set[QueuePair] | None = None,
+    ) -> bool:
         """Drain up to 512 datagrams without blocking, send the ACKs they owe, run due timers.
         If `defer_acks()` is true after the batch (a foreground caller got what it waited for),
         the coalesced ACKs are deferred instead (flush_deferred_acks / the receive thread send
         them). False once the endpoint is closed."""
         sock = self._sock
-        buf = self._rx_buf
         mv = self._rx_mv
         anc_size = self._anc_size
-        touched: set[QueuePair] = set()
+        if touched is None:
+            touched = set()
         count = 0
         for _ in range(512):
             try:
@@ -958,32 +1049,7 @@ class Endpoint:
             for level, typ, data in anc:
                 if level == SOL_UDP and typ == UDP_GRO:
                     seg = struct.unpack("=i", data[:4])[0]
-            now = time.monotonic()
-            off = 0
-            index = 0
-            if seg < nbytes and nbytes // seg >= 2:
-                try:
-                    # it may receive further batches of the run into buf: it returns the
-                    # datagram then in buf and how many of its segments it consumed
-                    done, nbytes, seg, src = self._on_middle_run(
-                        buf=buf, nbytes=nbytes, seg=seg, src=src, touched=touched
-                    )
-                except Exception:  # never stop the receive thread; retry per packet
-                    log.exception("fast path failed for a batch from %s:%d", *src)
-                    done = 0
-                off = done * seg
-                index = done
-            while off < nbytes:
-                ln = min(seg, nbytes - off)
-                try:
-                    self._on_datagram(mv[off : off + ln], src, index, now, touched)
-                except Exception:  # a bug must never stop the receive thread
-                    log.exception("dropping a datagram from %s:%d", *src)
-                    self.stats.dropped["internal_error"] += 1
-                off += ln
-                index += 1
-            if nbytes == 0:
-                self.stats.dropped["short"] += 1
+            self._on_received(nbytes, seg, src, 0, touched)
             if defer_acks is not None and defer_acks():
                 break  # the foreground caller has its reply: no further (empty) receive call
         self._last_round_count = count
@@ -994,6 +1060,39 @@ class Endpoint:
                 qp.flush_ack()
         self._run_timers()
         return True
+
+    def _on_received(
+        self, nbytes: int, seg: int, src: tuple[str, int], index: int, touched: set[QueuePair]
+    ) -> None:
+        """The per-packet path of a datagram (a GRO batch of `seg`-byte segments) received into
+        the receive buffer, from its segment `index` on."""
+        buf = self._rx_buf
+        mv = self._rx_mv
+        now = time.monotonic()
+        off = index * seg
+        if index == 0 and seg < nbytes and nbytes // seg >= 2:
+            try:
+                # it may receive further batches of the run into buf: it returns the
+                # datagram then in buf and how many of its segments it consumed
+                done, nbytes, seg, src = self._on_middle_run(
+                    buf=buf, nbytes=nbytes, seg=seg, src=src, touched=touched
+                )
+            except Exception:  # never stop the receive thread; retry per packet
+                log.exception("fast path failed for a batch from %s:%d", *src)
+                done = 0
+            off = done * seg
+            index = done
+        while off < nbytes:
+            ln = min(seg, nbytes - off)
+            try:
+                self._on_datagram(mv[off : off + ln], src, index, now, touched)
+            except Exception:  # a bug must never stop the receive thread
+                log.exception("dropping a datagram from %s:%d", *src)
+                self.stats.dropped["internal_error"] += 1
+            off += ln
+            index += 1
+        if nbytes == 0:
+            self.stats.dropped["short"] += 1
 
     def _run_timers(self) -> None:
         now = time.monotonic()
@@ -1196,6 +1295,14 @@ class Endpoint:
     def __repr__(self) -> str:
         return f"Endpoint({self.address}:{self.port})"
 
+
+def _tx_error(err: int) -> str:
+    """The drop counter of a send that failed with `err`, as `_transmit_now` names it."""
+    return "tx_would_block" if err in (errno.EAGAIN, errno.EWOULDBLOCK) else f"tx_error_{err}"
+
+
+_NR_NONE = _fastpath.NR_NONE
+_NR_ERROR = _fastpath.NR_ERROR
 
 # Enum members used on the hot paths, looked up once (an IntEnum class attribute costs
 # ~0.3 µs in CPython 3.11; a module global ~20 ns).

@@ -117,6 +117,11 @@ class TransportConfig:
     """Let the host take the compiled round trip for small RPCs (`Endpoint.round_trip`:
     request out, its ACK and the one-packet reply in, without the GIL, then the same QP
     state machine); False sends and receives every RPC through the per-packet path."""
+    fast_request: bool = True
+    """Let the receive thread take the common case of an RPC request in compiled code
+    (`_fastpath.naa_receive`: receive, check, place, commit the responder state and send the
+    ACK in one call; the completion then goes to `on_completion` as the per-packet path
+    reports it); False hands every datagram to the per-packet path."""
     busy_poll: float = 0.0002
     """Seconds a receiver (a caller in `Endpoint.drive`, and the receive thread) keeps polling
     the socket without blocking (yielding the CPU between tries) after the last packet, before
@@ -1259,6 +1264,20 @@ class QueuePair:
             )
 
     # ------------------------------------------------------------------------ teardown
+
+    def request_completed(self, wr_id: int, length: int, imm: int, b1: int) -> None:
+        """Report the completion of a request `_fastpath.naa_receive` took (its state already
+        committed, its ACK sent), as `on_packet` reports it after `_on_request`."""
+        self._on_completion(
+            Completion(
+                opcode=_WCOPCODE_RECV_RDMA_WITH_IMM,
+                status=_WCSTATUS_SUCCESS,
+                wr_id=wr_id,
+                byte_len=length,
+                imm=imm,
+                solicited=bool(b1 & 0x80),
+            )
+        )
 
     def close(self) -> None:
         """Flush all outstanding work requests (as after a disconnect)."""

@@ -1,0 +1,393 @@
+"""The NAA's compiled request path (`_fastpath.naa_receive`) and the compiled single-packet
+send (`_fastpath.send_small`) over real loopback UDP sockets, against the pure-Python codec
+(naa_runtime.roce.packets) and the per-packet path (the references): a request of the common
+case is placed, committed and acknowledged with the ACK the reference builds, byte for byte;
+every unusual one (gap, duplicate, bad ICRC, out-of-region write, wrong rkey, multi-packet,
+no receive posted, a QP in error, no AckReq, a stranger) leaves the QP and memory untouched,
+sends nothing and is then refused and counted by the per-packet path exactly as before."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from naa_runtime.roce import _fastpath
+from naa_runtime.roce.endpoint import Endpoint
+from naa_runtime.roce.memory import Access, MemoryTable
+from naa_runtime.roce.packets import (
+    AETH,
+    BTH,
+    RETH,
+    ROCE_UDP_PORT,
+    Opcode,
+    Syndrome,
+    compute_icrc,
+    encode_aeth,
+    encode_bth,
+    encode_imm,
+    encode_reth,
+    prefix_state,
+)
+from naa_runtime.roce.qp import Completion, QueuePair, WcOpcode, WcStatus
+from tests.support.roce import next_loopback
+
+HOST_QPN = 0x000055
+EPSN = 0xFFFFFF  # the next one wraps to 0
+REGION_VA = 0x10000
+
+
+def _wire(body: bytes, *, src: str, dst: str, sport: int = ROCE_UDP_PORT) -> bytes:
+    icrc = compute_icrc(
+        body=body,
+        src=socket.inet_aton(src),
+        dst=socket.inet_aton(dst),
+        sport=sport,
+        dport=ROCE_UDP_PORT,
+    )
+    return body + icrc
+
+
+class Naa:
+    """An NAA endpoint (its receive thread not started: the test drives it) with one QP whose
+    peer is `host`, a plain UDP socket on the host's RoCEv2 port."""
+
+    def __init__(self) -> None:
+        self.ep = Endpoint(address=next_loopback())
+        self.host = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.host.bind((next_loopback(), ROCE_UDP_PORT))
+        self.host.settimeout(2)
+        self.host_ip = self.host.getsockname()[0]
+        self.region = bytearray(8)
+        self.memory = MemoryTable()
+        self.mr = self.memory.register(
+            self.region, va=REGION_VA, access=Access.LOCAL_WRITE | Access.REMOTE_WRITE
+        )
+        self.completions: list[Completion] = []
+        self.qp: QueuePair = self.ep.create_qp(
+            peer_ip=self.host_ip,
+            peer_qpn=HOST_QPN,
+            send_psn=0x000100,
+            expect_psn=EPSN,
+            memory=self.memory,
+            on_completion=self.completions.append,
+        )
+        self.qp.post_recv(wr_id=2)
+
+    def request(
+        self,
+        payload: bytes = b"\x07",
+        *,
+        psn: int = EPSN,
+        opcode: int = Opcode.RDMA_WRITE_ONLY_WITH_IMMEDIATE,
+        va: int = REGION_VA,
+        rkey: int | None = None,
+        dma_len: int | None = None,
+        ack_req: bool = True,
+        qpn: int | None = None,
+    ) -> bytes:
+        pad = -len(payload) & 3
+        body = (
+            encode_bth(
+                BTH(
+                    opcode=opcode,
+                    dest_qp=self.qp.qpn if qpn is None else qpn,
+                    psn=psn,
+                    solicited=True,
+                    ack_req=ack_req,
+                    pad=pad,
+                )
+            )
+            + encode_reth(
+                RETH(
+                    va=va,
+                    rkey=self.mr.rkey if rkey is None else rkey,
+                    dma_len=len(payload) if dma_len is None else dma_len,
+                )
+            )
+            + encode_imm(0x00002A83)
+            + payload
+            + b"\0" * pad
+        )
+        return _wire(body, src=self.host_ip, dst=self.ep.address)
+
+    def ack(self, psn: int, msn: int, syndrome: int = Syndrome.ACK_UNLIMITED) -> bytes:
+        body = encode_bth(BTH(opcode=Opcode.ACKNOWLEDGE, dest_qp=HOST_QPN, psn=psn))
+        return _wire(
+            body + encode_aeth(AETH(syndrome=syndrome, msn=msn)),
+            src=self.ep.address,
+            dst=self.host_ip,
+        )
+
+    def send(self, dgram: bytes, sender: socket.socket | None = None) -> None:
+        (sender or self.host).sendto(dgram, (self.ep.address, ROCE_UDP_PORT))
+
+    def receive(self, timeout_ms: int = 2000) -> tuple[int, int, int, bytes, int, int, object]:
+        ep = self.ep
+        return _fastpath.naa_receive(
+            ep._sock.fileno(),
+            ep._wake_r.fileno(),
+            timeout_ms,
+            0,
+            ep._rx_buf,
+            ep._qps,
+            ep._src,
+            ep.port,
+        )
+
+    def state(self) -> dict[str, object]:
+        qp = self.qp
+        return {
+            "epsn": qp._epsn,
+            "msn": qp._msn,
+            "rq": len(qp._rq),
+            "cur_view": qp._cur_view is None,
+            "cur": (qp._cur_pos, qp._cur_len, qp._cur_is_send),
+            "ack_pending": qp._ack_pending,
+            "nak_sent": qp._nak_sent,
+            "fatal": qp._fatal,
+            "region": bytes(self.region),
+        }
+
+    def nothing_sent(self) -> bool:
+        self.host.settimeout(0.05)
+        try:
+            self.host.recv(100)
+        except TimeoutError:
+            return True
+        finally:
+            self.host.settimeout(2)
+        return False
+
+    def close(self) -> None:
+        self.host.close()
+        self.ep.stop()
+
+
+@pytest.fixture
+def naa() -> Iterator[Naa]:
+    n = Naa()
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+def test_prefix_state_is_the_codecs() -> None:
+    a, b = socket.inet_aton("127.1.2.3"), socket.inet_aton("127.200.0.9")
+    for length, ip_id in ((20, 0), (37, 0), (4112, 5), (65000, 63)):
+        assert _fastpath.prefix_state(a, b, 4791, 1234, length, ip_id) == prefix_state(
+            src=a, dst=b, sport=4791, dport=1234, udp_payload_len=length, ip_id=ip_id
+        )
+
+
+def test_a_common_request_is_placed_committed_and_acknowledged_as_the_codec_builds_it(
+    naa: Naa,
+) -> None:
+    for k, payload in enumerate((b"\x07", b"abcde", b"12345678")):
+        psn = (EPSN + k) & 0xFFFFFF
+        dgram = naa.request(payload, psn=psn)
+        naa.send(dgram)
+        status, nbytes, seg, ip, port, wake, req = naa.receive()
+        assert (status, nbytes, seg, ip, port, wake) == (
+            _fastpath.NR_REQUEST,
+            len(dgram),
+            len(dgram),
+            socket.inet_aton(naa.host_ip),
+            ROCE_UDP_PORT,
+            0,
+        )
+        assert req == (naa.qp, 2, 0x00002A83, len(payload), 0x80 | (-len(payload) & 3) << 4, 0)
+        assert naa.region[: len(payload)] == payload
+        # the ACK: what QueuePair._send_ack and the endpoint send, from packets.py
+        assert naa.host.recv(100) == naa.ack(psn, msn=k + 1)
+        assert naa.state() | {"region": b""} == {
+            "epsn": (psn + 1) & 0xFFFFFF,
+            "msn": k + 1,
+            "rq": 0,
+            "cur_view": True,
+            "cur": (len(payload), len(payload), False),
+            "ack_pending": False,
+            "nak_sent": False,
+            "fatal": False,
+            "region": b"",
+        }
+        naa.qp.post_recv(wr_id=2)
+    # nothing here for the completion: the endpoint's receive loop reports it
+    assert naa.completions == []
+
+
+def test_the_endpoint_reports_the_completion_as_the_per_packet_path(naa: Naa) -> None:
+    naa.ep._running = True  # as the receive thread would run it (not started here)
+    naa.send(naa.request(b"\x09"))
+    assert naa.ep._receive_compiled(2000, 0) is True
+    assert naa.completions == [
+        Completion(
+            opcode=WcOpcode.RECV_RDMA_WITH_IMM,
+            status=WcStatus.SUCCESS,
+            wr_id=2,
+            byte_len=1,
+            imm=0x00002A83,
+            solicited=True,
+        )
+    ]
+    s = naa.ep.stats
+    assert (s.packets_rx, s.bytes_rx, s.packets_tx, s.bytes_tx) == (1, 40, 1, 20)
+    assert naa.host.recv(100) == naa.ack(EPSN, msn=1)
+
+
+def _fallback_cases(n: Naa) -> dict[str, tuple[bytes, dict[str, int], dict[str, int]]]:
+    """name -> (datagram, NAKs the per-packet path sends, drops it counts)."""
+    bad_icrc = bytearray(n.request())
+    bad_icrc[-1] ^= 0x40
+    return {
+        "gap": (n.request(psn=1), {"psn_sequence_error": 1}, {"out_of_sequence_psn": 1}),
+        "duplicate": (n.request(psn=EPSN - 1), {}, {"duplicate_psn": 1}),
+        "bad-icrc": (bytes(bad_icrc), {}, {"bad_icrc": 1}),
+        "out-of-region": (
+            n.request(b"\x01\x02", va=REGION_VA + 7),
+            {"remote_access_error": 1},
+            {},
+        ),
+        "below-region": (n.request(va=REGION_VA - 1), {"remote_access_error": 1}, {}),
+        "wrong-rkey": (n.request(rkey=n.mr.rkey ^ 1), {"remote_access_error": 1}, {}),
+        "dma-length-mismatch": (n.request(dma_len=2), {"invalid_request": 1}, {}),
+        "multi-packet-first": (
+            n.request(b"\x01" * 4, opcode=Opcode.RDMA_WRITE_FIRST, dma_len=8),
+            {"invalid_request": 1},  # a FIRST must carry a full MTU
+            {},
+        ),
+        "unknown-qp": (n.request(qpn=0x999), {}, {"unknown_qp": 1}),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "gap",
+        "duplicate",
+        "bad-icrc",
+        "out-of-region",
+        "below-region",
+        "wrong-rkey",
+        "dma-length-mismatch",
+        "multi-packet-first",
+        "unknown-qp",
+    ],
+)
+def test_an_unusual_request_is_left_to_the_per_packet_path_which_refuses_and_counts_it(
+    naa: Naa, case: str
+) -> None:
+    dgram, naks, drops = _fallback_cases(naa)[case]
+    before = naa.state()
+    naa.send(dgram)
+    status, nbytes, seg, ip, port, _wake, req = naa.receive()
+    assert (status, req) == (_fastpath.NR_DGRAM, None)
+    assert naa.state() == before  # nothing placed, nothing committed
+    assert naa.nothing_sent()
+    assert bytes(naa.ep._rx_buf[:nbytes]) == dgram  # left for the per-packet path
+    touched: set[QueuePair] = set()
+    naa.ep._on_received(nbytes, seg, (socket.inet_ntoa(ip), port), 0, touched)
+    for qp in touched:
+        qp.flush_ack()
+    assert dict(naa.ep.stats.naks_sent) == naks
+    assert {k: v for k, v in naa.ep.stats.dropped.items() if v} == drops
+    assert naa.region == bytearray(8)  # an out-of-region write never lands
+    assert naa.completions == []
+
+
+def test_no_receive_posted_a_qp_in_error_or_no_ackreq_fall_back(naa: Naa) -> None:
+    naa.qp._rq.clear()
+    naa.send(naa.request())
+    assert naa.receive()[0] == _fastpath.NR_DGRAM
+    naa.qp.post_recv(wr_id=2)
+    naa.send(naa.request(ack_req=False))
+    assert naa.receive()[0] == _fastpath.NR_DGRAM
+    naa.qp._fatal = True
+    naa.send(naa.request())
+    assert naa.receive()[0] == _fastpath.NR_DGRAM
+    naa.qp._fatal = False
+    assert naa.nothing_sent()
+    assert naa.state()["epsn"] == EPSN
+
+
+def test_a_stranger_or_a_held_qp_lock_falls_back(naa: Naa) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.bind((next_loopback(), ROCE_UDP_PORT))
+        naa.send(naa.request(), stranger)  # its ICRC is right for the host, not for it
+        assert naa.receive()[0] == _fastpath.NR_DGRAM
+        src = stranger.getsockname()[0]
+        body = naa.request()[:-4]
+        stranger.sendto(_wire(body, src=src, dst=naa.ep.address), (naa.ep.address, ROCE_UDP_PORT))
+        assert naa.receive()[0] == _fastpath.NR_DGRAM  # a valid packet from the wrong peer
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with naa.qp._lock:
+            held.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(5)
+    try:
+        naa.send(naa.request())
+        assert naa.receive()[0] == _fastpath.NR_DGRAM
+    finally:
+        release.set()
+        t.join()
+    assert naa.state()["epsn"] == EPSN
+    assert naa.nothing_sent()
+
+
+def test_the_request_ahead_of_a_piggybacked_ack_is_taken_and_the_ack_left(naa: Naa) -> None:
+    """The host sends a request and the ACK it owes as one GSO batch: the request is taken,
+    the ACK (segment 1) stays in the buffer for the per-packet path."""
+    req = naa.request(b"\x05")
+    ack = _wire(
+        encode_bth(BTH(opcode=Opcode.ACKNOWLEDGE, dest_qp=naa.qp.qpn, psn=0x0000FF))
+        + encode_aeth(AETH(syndrome=Syndrome.ACK_UNLIMITED, msn=1)),
+        src=naa.host_ip,
+        dst=naa.ep.address,
+    )
+    naa.host.sendmsg(
+        [req, ack],
+        [(17, 103, len(req).to_bytes(2, "little"))],
+        0,
+        (naa.ep.address, ROCE_UDP_PORT),
+    )
+    status, nbytes, seg, *_rest = naa.receive()
+    assert status == _fastpath.NR_REQUEST
+    assert (nbytes, seg) == (len(req) + len(ack), len(req))
+    assert bytes(naa.ep._rx_buf[seg:nbytes])[:16] == ack[:16]
+
+
+def test_send_small_sends_what_the_codec_builds_and_clears_byte_4(naa: Naa) -> None:
+    ep = naa.ep
+    body = (
+        encode_bth(
+            BTH(
+                opcode=Opcode.RDMA_WRITE_ONLY_WITH_IMMEDIATE,
+                dest_qp=HOST_QPN,
+                psn=7,
+                solicited=True,
+                ack_req=True,
+                pad=3,
+            )
+        )
+        + encode_reth(RETH(va=0x1000, rkey=0xBEEF, dma_len=1))
+        + encode_imm(0x100)
+    )
+    hdr = bytearray(body)
+    hdr[4] = 0xFF  # the QP hands headers over with their ICRC mask in byte 4
+    ep._transmit_now(naa.host_ip, [(hdr, memoryview(b"\x5a"), 3)])
+    assert naa.host.recv(100) == _wire(body + b"\x5a\0\0\0", src=ep.address, dst=naa.host_ip)
+    assert hdr[4] == 0
+    assert (ep.stats.packets_tx, ep.stats.bytes_tx) == (1, 40)
+    # a failed send is counted as the per-packet path counts it
+    assert (
+        _fastpath.send_small(-1, socket.inet_aton(naa.host_ip), 4791, bytearray(12), b"", 0, 0) != 0
+    )
