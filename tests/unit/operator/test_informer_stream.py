@@ -103,7 +103,10 @@ def _run_informer(server: _Server, lists_wanted: int) -> tuple[Listed, list[str]
 
 
 def test_a_watch_error_410_lists_again_and_watches_from_the_new_version() -> None:
-    gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}}
+    gone: dict[str, object] = {
+        "type": "ERROR",
+        "object": {"kind": "Status", "code": 410, "message": "too old"},
+    }
     server = _Server(
         states=[([_obj("a", "5")], "5"), ([_obj("a", "5"), _obj("c", "9")], "9")],
         watches=[[{"type": "ADDED", "object": _obj("b", "7")}, gone]],
