@@ -960,7 +960,75 @@ done:
 }
 
 enum { NR_NONE = 0, NR_DGRAM = 1, NR_REQUEST = 2, NR_ERROR = 3 };
+
 #define REQ_HDR (BTH_LEN + 16 + 4) /* BTH + RETH + ImmDt */
+
+PyDoc_STRVAR(
+    send_write_imm_doc,
+    "send_write_imm(fd, ip, port, src_ip, src_port, dqp_word, psn, payload, va, rkey, imm,\n"
+    "               solicited, /) -> errno\n\n"
+    "Send a one-packet RDMA_WRITE_ONLY_WITH_IMMEDIATE as QueuePair._post_single builds it and\n"
+    "Endpoint._transmit_now sends it: BTH (SE if `solicited`, pad, P_Key 0xFFFF, the QP's\n"
+    "`dqp_word` = 0xFF000000 | dest QP, AckReq, `psn`), RETH (va, rkey, DMA length = the\n"
+    "payload's), ImmDt `imm`, the payload, pad bytes and the ICRC of a datagram from\n"
+    "src_ip:src_port to ip:port (IP ID 0); one sendmsg without the GIL. Returns 0, or the\n"
+    "errno of the failed send.");
+
+static PyObject *fp_send_write_imm(PyObject *self, PyObject *args) {
+    int fd, solicited;
+    Py_buffer ip, src_ip, payload;
+    unsigned int port, src_port;
+    unsigned long dqp_word, psn, rkey, imm;
+    unsigned long long va;
+    if (!PyArg_ParseTuple(args, "iy*Iy*Ikky*Kkkp:send_write_imm", &fd, &ip, &port, &src_ip,
+                          &src_port, &dqp_word, &psn, &payload, &va, &rkey, &imm, &solicited))
+        return NULL;
+    PyObject *r = NULL;
+    if (ip.len != 4 || src_ip.len != 4 || port > 0xFFFF || src_port > 0xFFFF ||
+        dqp_word > 0xFFFFFFFFul || psn > PSN_MASK || rkey > 0xFFFFFFFFul ||
+        imm > 0xFFFFFFFFul || payload.len > 65000) {
+        PyErr_SetString(PyExc_ValueError, "bad address, port, QP word, PSN, rkey, imm or size");
+        goto done;
+    }
+    static const unsigned char zeros[4] = {0, 0, 0, 0};
+    size_t n = (size_t)payload.len, pad = (size_t)((-payload.len) & 3);
+    unsigned char h[REQ_HDR];
+    h[0] = 0x0B;
+    h[1] = (unsigned char)((solicited ? 0x80 : 0) | (pad << 4));
+    h[2] = 0xFF;
+    h[3] = 0xFF;
+    put_be32(h + 4, (uint32_t)dqp_word);
+    put_be32(h + 8, 0x80000000u | (uint32_t)psn);
+    put_be32(h + 12, (uint32_t)(va >> 32));
+    put_be32(h + 16, (uint32_t)va);
+    put_be32(h + 20, (uint32_t)rkey);
+    put_be32(h + 24, (uint32_t)n);
+    put_be32(h + 28, (uint32_t)imm);
+    uint32_t crc = prefix_crc(src_ip.buf, ip.buf, src_port, port, REQ_HDR + n + pad + ICRC_LEN, 0);
+    crc = crc32_chain(crc, h, REQ_HDR);
+    crc = crc32_chain(crc, payload.buf, n);
+    crc = crc32_chain(crc, zeros, pad);
+    h[4] = 0;
+    unsigned char icrc[4] = {(unsigned char)crc, (unsigned char)(crc >> 8),
+                             (unsigned char)(crc >> 16), (unsigned char)(crc >> 24)};
+    struct sockaddr_in to;
+    memset(&to, 0, sizeof to);
+    to.sin_family = AF_INET;
+    to.sin_port = htons((uint16_t)port);
+    memcpy(&to.sin_addr, ip.buf, 4);
+    struct iovec iov[4] = {{h, REQ_HDR}, {payload.buf, n}, {(void *)zeros, pad}, {icrc, 4}};
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = send_iov(fd, &to, iov, 4);
+    Py_END_ALLOW_THREADS
+    r = PyLong_FromLong(err);
+done:
+    PyBuffer_Release(&ip);
+    PyBuffer_Release(&src_ip);
+    PyBuffer_Release(&payload);
+    return r;
+}
+
 
 /* Small helpers over the QP's attributes (GIL held). -1: an exception is set. */
 static int get_ul(PyObject *o, const char *name, unsigned long *out) {
@@ -1304,6 +1372,7 @@ static PyMethodDef methods[] = {
     {"rpc_round_trip", fp_rpc_round_trip, METH_VARARGS, rpc_round_trip_doc},
     {"prefix_state", fp_prefix_state, METH_VARARGS, prefix_state_doc},
     {"send_small", fp_send_small, METH_VARARGS, send_small_doc},
+    {"send_write_imm", fp_send_write_imm, METH_VARARGS, send_write_imm_doc},
     {"naa_receive", fp_naa_receive, METH_VARARGS, naa_receive_doc},
     {NULL, NULL, 0, NULL},
 };

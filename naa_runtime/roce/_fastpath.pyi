@@ -104,3 +104,18 @@ def naa_receive(
     local_port: int,
     /,
 ) -> tuple[int, int, int, bytes, int, int, tuple[Any, int, int, int, int, int] | None]: ...
+def send_write_imm(
+    fd: int,
+    ip: bytes,
+    port: int,
+    src_ip: bytes,
+    src_port: int,
+    dqp_word: int,
+    psn: int,
+    payload: bytes | bytearray | memoryview,
+    va: int,
+    rkey: int,
+    imm: int,
+    solicited: bool,
+    /,
+) -> int: ...

@@ -281,6 +281,44 @@ class Endpoint:
                     self.transmit_run(_ip, **kw)
 
                 qp.transmit_run = transmit_run
+            if self._gso and self._impair is None:
+                peer = ipaddress.IPv4Address(peer_ip).packed
+
+                def send_write_imm(  # noqa: PLR0917 - the QP calls it positionally (hot path)
+                    dqp_word: int,
+                    psn: int,
+                    local: memoryview,
+                    remote_va: int,
+                    rkey: int,
+                    imm: int,
+                    solicited: bool,
+                    _ip: bytes = peer,
+                ) -> bool:
+                    if self._corks and self._corked_here():
+                        return False
+                    err = _fastpath.send_write_imm(
+                        self._sock.fileno(),
+                        _ip,
+                        ROCE_UDP_PORT,
+                        self._src,
+                        self.port,
+                        dqp_word,
+                        psn,
+                        local,
+                        remote_va,
+                        rkey,
+                        imm,
+                        solicited,
+                    )
+                    stats = self.stats
+                    if err:
+                        stats.dropped[_tx_error(err)] += 1
+                    n = local.nbytes
+                    stats.packets_tx += 1
+                    stats.bytes_tx += BTH_LEN + RETH_LEN + 4 + n + (-n & 3) + ICRC_LEN
+                    return True
+
+                qp.send_write_imm = send_write_imm
             self._qps[qpn] = (qp, peer_ip)
         return qp
 

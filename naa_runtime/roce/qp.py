@@ -253,6 +253,22 @@ class TransmitRun(Protocol):
     ) -> None: ...
 
 
+class SendWriteImm(Protocol):
+    """(dqp_word, psn, local, remote_va, rkey, imm, solicited) -> sent."""
+
+    def __call__(  # noqa: PLR0917 - positional: called on the hot path
+        self,
+        dqp_word: int,
+        psn: int,
+        local: memoryview,
+        remote_va: int,
+        rkey: int,
+        imm: int,
+        solicited: bool,
+        /,
+    ) -> bool: ...
+
+
 class QueuePair:
     """One reliable-connected queue pair. Thread-safe: post_* from any thread; on_packet,
     flush_ack and on_timer from the endpoint's receive thread."""
@@ -276,6 +292,9 @@ class QueuePair:
         self.config = config
         self._transmit = transmit
         self.transmit_run: TransmitRun | None = None
+        self.send_write_imm: SendWriteImm | None = None
+        """Set by the endpoint: sends a one-packet WRITE_ONLY_WITH_IMMEDIATE built in C (an
+        RPC's request or reply), False if it cannot now (the caller corked the endpoint)."""
         self._on_completion = on_completion
         self._obs = observer or QpObserver()
         self._lock = threading.RLock()
@@ -613,14 +632,6 @@ class QueuePair:
             local = local.cast("B")
         n = local.nbytes
         psn = self._assign_psn
-        op = _OPCODE_SEND_ONLY if is_send else _WRITE_ONLY[imm is not None]
-        pad = (-n) & 3
-        b1 = (0x80 if solicited else 0) | (pad << 4)
-        hdr = bytearray(_BTH.pack(op, b1, 0xFFFF, self._dqp_word, 0x80000000 | psn))
-        if not is_send:
-            hdr += _RETH.pack(remote_va, rkey, n)
-        if imm is not None:
-            hdr += _IMM.pack(imm)
         self._sq.append(
             _Wr(
                 wr_id=wr_id,
@@ -639,7 +650,22 @@ class QueuePair:
         if self._rtt_psn < 0:
             self._rtt_psn = psn
             self._rtt_t0 = now
-        self._transmit([(hdr, local, pad)])
+        send = self.send_write_imm
+        if (
+            send is None
+            or imm is None
+            or is_send
+            or not send(self._dqp_word, psn, local, remote_va, rkey, imm, solicited)
+        ):
+            op = _OPCODE_SEND_ONLY if is_send else _WRITE_ONLY[imm is not None]
+            pad = (-n) & 3
+            b1 = (0x80 if solicited else 0) | (pad << 4)
+            hdr = bytearray(_BTH.pack(op, b1, 0xFFFF, self._dqp_word, 0x80000000 | psn))
+            if not is_send:
+                hdr += _RETH.pack(remote_va, rkey, n)
+            if imm is not None:
+                hdr += _IMM.pack(imm)
+            self._transmit([(hdr, local, pad)])
         if self._deadline is None:
             self._deadline = now + self._rto
 

@@ -391,3 +391,49 @@ def test_send_small_sends_what_the_codec_builds_and_clears_byte_4(naa: Naa) -> N
     assert (
         _fastpath.send_small(-1, socket.inet_aton(naa.host_ip), 4791, bytearray(12), b"", 0, 0) != 0
     )
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x01", b"abcde", bytes(range(256)) * 16])
+def test_a_one_packet_write_with_imm_leaves_in_c_as_the_python_path_builds_it(
+    naa: Naa, payload: bytes
+) -> None:
+    """An RPC's reply (post_write of at most one MTU with an immediate): the compiled send
+    (`send_write_imm`) and the Python one (header by `_post_single`, ICRC by `_transmit_now`)
+    put the same bytes on the wire, the packets.py encoding."""
+    qp = naa.qp
+    assert qp.send_write_imm is not None
+    got = []
+    for compiled in (True, False):
+        if not compiled:
+            qp.send_write_imm = None
+        psn = qp.next_send_psn
+        qp.post_write(
+            wr_id=5,
+            local=memoryview(payload),
+            remote_va=0x1234_5678_9ABC,
+            rkey=0xCAFE,
+            imm=0x0000_0300,
+            solicited=True,
+        )
+        pad = -len(payload) & 3
+        body = (
+            encode_bth(
+                BTH(
+                    opcode=Opcode.RDMA_WRITE_ONLY_WITH_IMMEDIATE,
+                    dest_qp=HOST_QPN,
+                    psn=psn,
+                    solicited=True,
+                    ack_req=True,
+                    pad=pad,
+                )
+            )
+            + encode_reth(RETH(va=0x1234_5678_9ABC, rkey=0xCAFE, dma_len=len(payload)))
+            + encode_imm(0x300)
+            + payload
+            + b"\0" * pad
+        )
+        got.append(naa.host.recv(70000))
+        assert got[-1] == _wire(body, src=naa.ep.address, dst=naa.host_ip)
+    assert naa.ep.stats.packets_tx == 2
+    assert naa.ep.stats.bytes_tx == 2 * len(got[0])
+    assert len(qp._sq) == 2  # both outstanding, as _post_single leaves them
