@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stdio.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
@@ -1179,6 +1178,17 @@ out:
     return r;
 }
 
+/* "a.b.c.d" of a 4-byte IPv4 address, as socket.inet_ntoa writes it (out: 16 bytes). */
+static void format_ipv4(const unsigned char *a, char *out) {
+    for (int i = 0; i < 4; i++) {
+        unsigned v = a[i];
+        if (v >= 100) *out++ = (char)('0' + v / 100);
+        if (v >= 10) *out++ = (char)('0' + v / 10 % 10);
+        *out++ = (char)('0' + v % 10);
+        *out++ = i < 3 ? '.' : '\0';
+    }
+}
+
 PyDoc_STRVAR(
     naa_receive_doc,
     "naa_receive(fd, wake_fd, timeout_ms, spin_ns, buf, qps, local_ip, local_port, /)\n"
@@ -1299,7 +1309,7 @@ static PyObject *fp_naa_receive(PyObject *self, PyObject *args) {
         if (entry == NULL && PyErr_Occurred()) goto done;
         char ipstr[INET_ADDRSTRLEN];
         const unsigned char *a = (const unsigned char *)&from.sin_addr;
-        snprintf(ipstr, sizeof ipstr, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+        format_ipv4(a, ipstr);
         if (entry != NULL && PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) == 2 &&
             PyUnicode_Check(PyTuple_GET_ITEM(entry, 1)) &&
             PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(entry, 1), ipstr) == 0) {
