@@ -742,8 +742,12 @@ class Endpoint:
                 self._src,
                 self.port,
             )
-        except (OSError, ValueError):
-            return None if not self._is_running() else False
+        except Exception:  # a bug must never stop the receive thread (the peer resends)
+            if not self._is_running():
+                return None
+            log.exception("the compiled receive step failed")
+            self.stats.dropped["internal_error"] += 1
+            return False
         if not self._is_running():
             return None
         if wake:  # not only the socket: the wake-up byte

@@ -437,3 +437,19 @@ def test_a_one_packet_write_with_imm_leaves_in_c_as_the_python_path_builds_it(
     assert naa.ep.stats.packets_tx == 2
     assert naa.ep.stats.bytes_tx == 2 * len(got[0])
     assert len(qp._sq) == 2  # both outstanding, as _post_single leaves them
+
+
+def test_a_failing_compiled_step_is_counted_and_the_receive_loop_goes_on(naa: Naa) -> None:
+    naa.ep._running = True
+    lock = naa.qp._lock
+    naa.qp._lock = None  # type: ignore[assignment]  # a bug: the C step raises
+    try:
+        naa.send(naa.request())
+        assert naa.ep._receive_compiled(2000, 0) is False
+    finally:
+        naa.qp._lock = lock
+    assert naa.ep.stats.dropped["internal_error"] == 1
+    assert naa.state()["epsn"] == EPSN  # nothing committed; the host resends
+    naa.send(naa.request())
+    assert naa.ep._receive_compiled(2000, 0) is True
+    assert naa.state()["epsn"] == 0
