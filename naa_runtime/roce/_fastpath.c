@@ -1029,28 +1029,102 @@ done:
 }
 
 
+/* The attribute names request_step reads and writes, interned once (PyInit__fastpath). */
+#define NAMES(X)                                                                              \
+    X(_lock) X(acquire) X(release) X(_fatal) X(_epsn) X(_cur_view) X(config)                  \
+    X(ack_before_completion) X(mtu) X(_rq) X(memory) X(_by_rkey) X(access) X(va) X(view)      \
+    X(popleft) X(wr_id) X(_msn) X(_cur_len) X(_cur_pos) X(_cur_is_send) X(_nak_sent)          \
+    X(_ack_pending) X(_dqp_word)
+#define DECLARE_NAME(n) static PyObject *s##n;
+NAMES(DECLARE_NAME)
+
+static int init_names(void) {
+#define INIT_NAME(n)                                                                          \
+    if ((s##n = PyUnicode_InternFromString(#n)) == NULL) return -1;
+    NAMES(INIT_NAME)
+    return 0;
+}
+
 /* Small helpers over the QP's attributes (GIL held). -1: an exception is set. */
-static int get_ul(PyObject *o, const char *name, unsigned long *out) {
-    PyObject *v = PyObject_GetAttrString(o, name);
+static int get_ul(PyObject *o, PyObject *name, unsigned long *out) {
+    PyObject *v = PyObject_GetAttr(o, name);
     if (v == NULL) return -1;
     *out = PyLong_AsUnsignedLong(v);
     Py_DECREF(v);
     return (*out == (unsigned long)-1 && PyErr_Occurred()) ? -1 : 0;
 }
 
-static int get_truth(PyObject *o, const char *name) {
-    PyObject *v = PyObject_GetAttrString(o, name);
+static int get_truth(PyObject *o, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(o, name);
     if (v == NULL) return -1;
     int t = PyObject_IsTrue(v);
     Py_DECREF(v);
     return t;
 }
 
-static int set_ul(PyObject *o, const char *name, unsigned long value) {
+static int set_ul(PyObject *o, PyObject *name, unsigned long value) {
     PyObject *v = PyLong_FromUnsignedLong(value);
     if (v == NULL) return -1;
-    int r = PyObject_SetAttrString(o, name, v);
+    int r = PyObject_SetAttr(o, name, v);
     Py_DECREF(v);
+    return r;
+}
+
+/* MemoryTable.resolve(rkey=rkey, va=va, length=n) of the QP's `memory`, in C: the region of
+ * that rkey, with REMOTE_WRITE access, holding [va, va + n). 1 with the region's view
+ * exported into *out and the offset in *start; 0 where resolve would raise (the per-packet
+ * path then refuses and counts); -1 an exception. */
+static int resolve_region(PyObject *mem, uint32_t rkey, uint64_t va, Py_ssize_t n,
+                          Py_buffer *out, Py_ssize_t *start) {
+    int r = -1;
+    PyObject *by = NULL, *key = NULL, *v = NULL;
+    by = PyObject_GetAttr(mem, s_by_rkey);
+    if (by == NULL || !PyDict_Check(by)) goto done;
+    key = PyLong_FromUnsignedLong(rkey);
+    if (key == NULL) goto done;
+    PyObject *mr = PyDict_GetItemWithError(by, key); /* borrowed */
+    if (mr == NULL) {
+        r = PyErr_Occurred() ? -1 : 0; /* no region with that rkey */
+        goto done;
+    }
+    Py_INCREF(mr);
+    v = PyObject_GetAttr(mr, saccess);
+    long access = v ? PyLong_AsLong(v) : -1;
+    Py_CLEAR(v);
+    if (access == -1 && PyErr_Occurred()) goto drop_mr;
+    if (!(access & 2)) { /* Access.REMOTE_WRITE */
+        r = 0;
+        goto drop_mr;
+    }
+    v = PyObject_GetAttr(mr, sva);
+    if (v == NULL) goto drop_mr;
+    unsigned long long mva = PyLong_AsUnsignedLongLong(v);
+    Py_CLEAR(v);
+    if (mva == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* a va beyond 64 bits: the reference decides */
+        r = 0;
+        goto drop_mr;
+    }
+    v = PyObject_GetAttr(mr, sview);
+    if (v == NULL) goto drop_mr;
+    if (PyObject_GetBuffer(v, out, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        r = 0;
+        goto drop_mr;
+    }
+    if (va < mva || va - mva > (uint64_t)out->len || (uint64_t)n > (uint64_t)out->len - (va - mva)) {
+        PyBuffer_Release(out);
+        r = 0; /* outside the region */
+        goto drop_mr;
+    }
+    *start = (Py_ssize_t)(va - mva);
+    r = 1;
+drop_mr:
+    Py_DECREF(mr);
+done:
+    Py_XDECREF(by);
+    Py_XDECREF(key);
+    Py_XDECREF(v);
     return r;
 }
 
@@ -1062,12 +1136,11 @@ static int set_ul(PyObject *o, const char *name, unsigned long value) {
 static int request_step(PyObject *qp, const unsigned char *p, Py_ssize_t body, uint32_t psn,
                         PyObject **wr_id, unsigned long *msn_out) {
     int r = 0, locked = 0;
-    PyObject *lock = NULL, *rq = NULL, *cfg = NULL, *mem = NULL, *target = NULL, *recv = NULL;
-    PyObject *kw = NULL, *res;
+    PyObject *lock = NULL, *rq = NULL, *cfg = NULL, *mem = NULL, *recv = NULL, *res;
     unsigned long v;
-    lock = PyObject_GetAttrString(qp, "_lock");
+    lock = PyObject_GetAttr(qp, s_lock);
     if (lock == NULL) goto fail;
-    res = PyObject_CallMethod(lock, "acquire", "O", Py_False);
+    res = PyObject_CallMethodOneArg(lock, sacquire, Py_False);
     if (res == NULL) goto fail;
     locked = PyObject_IsTrue(res);
     Py_DECREF(res);
@@ -1076,76 +1149,60 @@ static int request_step(PyObject *qp, const unsigned char *p, Py_ssize_t body, u
         goto out; /* another thread is in the QP: the reference path waits for it */
     }
     int t;
-    if ((t = get_truth(qp, "_fatal")) != 0) {
+    if ((t = get_truth(qp, s_fatal)) != 0) {
         if (t < 0) goto fail;
         goto out;
     }
-    if (get_ul(qp, "_epsn", &v) < 0) goto fail;
+    if (get_ul(qp, s_epsn, &v) < 0) goto fail;
     if (v != psn) goto out; /* a duplicate or a gap */
-    PyObject *cur = PyObject_GetAttrString(qp, "_cur_view");
+    PyObject *cur = PyObject_GetAttr(qp, s_cur_view);
     if (cur == NULL) goto fail;
     int busy = cur != Py_None;
     Py_DECREF(cur);
     if (busy) goto out;
-    cfg = PyObject_GetAttrString(qp, "config");
+    cfg = PyObject_GetAttr(qp, sconfig);
     if (cfg == NULL) goto fail;
-    if ((t = get_truth(cfg, "ack_before_completion")) != 1) {
+    if ((t = get_truth(cfg, sack_before_completion)) != 1) {
         if (t < 0) goto fail;
         goto out;
     }
     unsigned long mtu;
-    if (get_ul(cfg, "mtu", &mtu) < 0) goto fail;
+    if (get_ul(cfg, smtu, &mtu) < 0) goto fail;
     Py_ssize_t pad = (p[1] >> 4) & 3;
     Py_ssize_t n = body - pad - REQ_HDR;
     uint64_t va = ((uint64_t)get_be32(p + 12) << 32) | get_be32(p + 16);
     uint32_t rkey = get_be32(p + 20), dma_len = get_be32(p + 24);
     if (n <= 0 || (Py_ssize_t)dma_len != n || (unsigned long)n > mtu) goto out;
-    rq = PyObject_GetAttrString(qp, "_rq");
+    rq = PyObject_GetAttr(qp, s_rq);
     if (rq == NULL) goto fail;
     Py_ssize_t queued = PyObject_Size(rq);
     if (queued < 0) goto fail;
     if (queued == 0) goto out; /* RNR: the reference path NAKs */
-    mem = PyObject_GetAttrString(qp, "memory");
+    mem = PyObject_GetAttr(qp, smemory);
     if (mem == NULL) goto fail;
-    PyObject *resolve = PyObject_GetAttrString(mem, "resolve");
-    if (resolve == NULL) goto fail;
-    PyObject *empty = PyTuple_New(0);
-    kw = Py_BuildValue("{s:k,s:K,s:n}", "rkey", (unsigned long)rkey, "va",
-                       (unsigned long long)va, "length", n);
-    target = (empty && kw) ? PyObject_Call(resolve, empty, kw) : NULL;
-    Py_XDECREF(empty);
-    Py_DECREF(resolve);
-    if (target == NULL) {
-        /* out of the region, wrong rkey, not writable: the reference path refuses and counts */
-        if (!PyErr_ExceptionMatches(PyExc_Exception)) goto fail;
-        PyErr_Clear();
-        goto out;
-    }
     Py_buffer tb;
-    if (PyObject_GetBuffer(target, &tb, PyBUF_WRITABLE) < 0) {
-        PyErr_Clear();
-        goto out;
-    }
-    if (tb.len != n) {
-        PyBuffer_Release(&tb);
+    Py_ssize_t start = 0;
+    /* out of the region, wrong rkey, not writable: the reference path refuses and counts */
+    if ((t = resolve_region(mem, rkey, va, n, &tb, &start)) != 1) {
+        if (t < 0) goto fail;
         goto out;
     }
     /* every check passed: place, then commit as _on_request + _finish_message leave it */
-    memcpy(tb.buf, p + REQ_HDR, (size_t)n);
+    memcpy((unsigned char *)tb.buf + start, p + REQ_HDR, (size_t)n);
     PyBuffer_Release(&tb);
-    recv = PyObject_CallMethod(rq, "popleft", NULL);
+    recv = PyObject_CallMethodNoArgs(rq, spopleft);
     if (recv == NULL) goto fail;
-    *wr_id = PyObject_GetAttrString(recv, "wr_id");
+    *wr_id = PyObject_GetAttr(recv, swr_id);
     if (*wr_id == NULL) goto fail;
     unsigned long msn;
-    if (get_ul(qp, "_msn", &msn) < 0) goto fail;
+    if (get_ul(qp, s_msn, &msn) < 0) goto fail;
     msn = (msn + 1) & PSN_MASK;
-    if (set_ul(qp, "_msn", msn) < 0 || set_ul(qp, "_cur_len", (unsigned long)n) < 0 ||
-        set_ul(qp, "_cur_pos", (unsigned long)n) < 0 ||
-        PyObject_SetAttrString(qp, "_cur_is_send", Py_False) < 0 ||
-        set_ul(qp, "_epsn", (psn + 1) & PSN_MASK) < 0 ||
-        PyObject_SetAttrString(qp, "_nak_sent", Py_False) < 0 ||
-        PyObject_SetAttrString(qp, "_ack_pending", Py_False) < 0)
+    if (set_ul(qp, s_msn, msn) < 0 || set_ul(qp, s_cur_len, (unsigned long)n) < 0 ||
+        set_ul(qp, s_cur_pos, (unsigned long)n) < 0 ||
+        PyObject_SetAttr(qp, s_cur_is_send, Py_False) < 0 ||
+        set_ul(qp, s_epsn, (psn + 1) & PSN_MASK) < 0 ||
+        PyObject_SetAttr(qp, s_nak_sent, Py_False) < 0 ||
+        PyObject_SetAttr(qp, s_ack_pending, Py_False) < 0)
         goto fail;
     *msn_out = msn;
     r = 1;
@@ -1156,7 +1213,7 @@ out:
     if (locked) {
         PyObject *exc_t, *exc_v, *exc_tb;
         PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
-        res = PyObject_CallMethod(lock, "release", NULL);
+        res = PyObject_CallMethodNoArgs(lock, srelease);
         if (res == NULL) {
             r = -1;
             Py_XDECREF(exc_t);
@@ -1172,9 +1229,7 @@ out:
     Py_XDECREF(rq);
     Py_XDECREF(cfg);
     Py_XDECREF(mem);
-    Py_XDECREF(target);
     Py_XDECREF(recv);
-    Py_XDECREF(kw);
     return r;
 }
 
@@ -1318,7 +1373,7 @@ static PyObject *fp_naa_receive(PyObject *self, PyObject *args) {
             unsigned long msn = 0, dqp_word = 0;
             uint32_t psn = w3 & PSN_MASK;
             int step = request_step(qp, p, seglen - ICRC_LEN, psn, &wr_id, &msn);
-            if (step == 1 && get_ul(qp, "_dqp_word", &dqp_word) < 0) step = -1;
+            if (step == 1 && get_ul(qp, s_dqp_word, &dqp_word) < 0) step = -1;
             if (step < 0) {
                 Py_DECREF(qp);
                 goto done;
@@ -1400,6 +1455,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
+    if (init_names() < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     if (PyModule_AddIntConstant(m, "MAX_SEGS", MAX_SEGS) < 0 ||

@@ -453,3 +453,23 @@ def test_a_failing_compiled_step_is_counted_and_the_receive_loop_goes_on(naa: Na
     naa.send(naa.request())
     assert naa.ep._receive_compiled(2000, 0) is True
     assert naa.state()["epsn"] == 0
+
+
+def test_region_bounds_and_access_are_checked_as_memory_resolve_does(naa: Naa) -> None:
+    """The compiled step resolves the target region itself: the last byte of a region is
+    accepted, a region without remote-write access is left to the reference, which NAKs."""
+    naa.send(naa.request(b"\x33", va=REGION_VA + 7))
+    assert naa.receive()[0] == _fastpath.NR_REQUEST
+    assert naa.region == bytearray(7) + b"\x33"
+    assert naa.host.recv(100) == naa.ack(EPSN, msn=1)
+    naa.qp.post_recv(wr_id=2)
+    local = bytearray(4)
+    mr = naa.memory.register(local, va=0x90000, access=Access.LOCAL_WRITE)
+    dgram = naa.request(b"\x01", psn=0, va=0x90000, rkey=mr.rkey)
+    naa.send(dgram)
+    status, nbytes, seg, ip, port, _wake, _req = naa.receive()
+    assert status == _fastpath.NR_DGRAM
+    assert naa.nothing_sent()
+    naa.ep._on_received(nbytes, seg, (socket.inet_ntoa(ip), port), 0, set())
+    assert dict(naa.ep.stats.naks_sent) == {"remote_access_error": 1}
+    assert local == bytearray(4)
