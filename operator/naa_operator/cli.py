@@ -65,8 +65,22 @@ def run(  # noqa: PLR0917 - typer maps each option to a parameter
     ] = None,
     webhook_ca: Annotated[
         Path | None,
-        typer.Option(envvar="NAAICE_WEBHOOK_CA", help="The CA that signed it (the caBundle)."),
+        typer.Option(
+            envvar="NAAICE_WEBHOOK_CA",
+            help="The CA that signed it (the caBundle Kopf registers; --webhook-managed only).",
+        ),
     ] = None,
+    webhook_managed: Annotated[
+        bool,
+        typer.Option(
+            "--webhook-managed/--webhook-unmanaged",
+            envvar="NAAICE_WEBHOOK_MANAGED",
+            help="--webhook-managed: Kopf creates and patches the auto.kopf.dev "
+            "MutatingWebhookConfiguration pointing at https://<--webhook-host>:<port>; "
+            "--webhook-unmanaged: only serve (path /naaice-naa-spec), the configuration "
+            "belongs to whoever deployed the operator (the Helm chart).",
+        ),
+    ] = True,
     metrics_port: Annotated[
         int, typer.Option(envvar="NAAICE_METRICS_PORT", help="Prometheus /metrics port; 0 = off.")
     ] = 0,
@@ -112,11 +126,11 @@ def run(  # noqa: PLR0917 - typer maps each option to a parameter
     logging.getLogger("kopf").setLevel(logging.INFO if verbose else logging.WARNING)
     webhook = None
     if webhook_port:
-        if not (webhook_cert and webhook_key and webhook_ca):
+        if not (webhook_cert and webhook_key and (webhook_ca or not webhook_managed)):
             raise typer.BadParameter(
-                "--webhook-port needs --webhook-cert, --webhook-key and --webhook-ca "
-                "(a serving certificate for the webhook address signed by a CA the apiserver "
-                "trusts; `naaice cluster` can issue one)"
+                "--webhook-port needs --webhook-cert, --webhook-key and (unless "
+                "--webhook-unmanaged) --webhook-ca (a serving certificate for the webhook "
+                "address signed by a CA the apiserver trusts; `naaice cluster` can issue one)"
             )
         webhook = WebhookOptions(
             port=webhook_port,
@@ -124,6 +138,7 @@ def run(  # noqa: PLR0917 - typer maps each option to a parameter
             keyfile=webhook_key,
             cafile=webhook_ca,
             host=webhook_host,
+            managed=webhook_managed,
         )
     options = RunOptions(
         namespace=namespace,

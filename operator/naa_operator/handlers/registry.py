@@ -20,6 +20,8 @@ from naa_operator.services.controller import Controller
 log = logging.getLogger("naaice.operator")
 
 LABEL_JOB = "naaice.io/naajob"
+#: The mutating webhook handler's id; Kopf serves it at the URL path "/<id>" (handlers/run.py).
+WEBHOOK_ID = "naaice-naa-spec"
 
 
 def build_registry(*, controller: Controller, admission: Admission | None) -> kopf.OperatorRegistry:
@@ -42,7 +44,7 @@ def build_registry(*, controller: Controller, admission: Admission | None) -> ko
             "",
             "v1",
             "pods",
-            id="naaice-naa-spec",
+            id=WEBHOOK_ID,
             labels={LABEL_JOB: kopf.PRESENT},
             operations=["CREATE"],
             registry=registry,

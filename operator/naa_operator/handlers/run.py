@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -17,24 +18,37 @@ import kopf
 
 from naa_operator.adapters.kube import Kube, load_api_client
 from naa_operator.adapters.management import Management
-from naa_operator.handlers.registry import build_registry
+from naa_operator.handlers.registry import WEBHOOK_ID, build_registry
 from naa_operator.services.admission import Admission
 from naa_operator.services.controller import Controller, OperatorConfig
 from naa_operator.services.metrics import OperatorMetrics
 
 log = logging.getLogger("naaice.operator")
 
+#: Name of the MutatingWebhookConfiguration Kopf manages in managed mode.
+WEBHOOK_CONFIGURATION = "auto.kopf.dev"
+#: The URL path Kopf serves the NAA Spec webhook at: its handler id after the server's root
+#: path, which we leave empty (kopf's WebhookServer routes POST "<path>/{id}"). A chart-owned
+#: configuration's `clientConfig.service.path` must be exactly this.
+WEBHOOK_PATH = f"/{WEBHOOK_ID}"
+
 
 @dataclass(frozen=True)
 class WebhookOptions:
     """Where the admission server listens and the certificate it serves (issued by the
-    cluster's CA; Kopf's self-signed mode is not used)."""
+    cluster's CA; Kopf's self-signed mode is not used).
+
+    `managed`: Kopf registers the `auto.kopf.dev` MutatingWebhookConfiguration (URL
+    `https://<host>:<port>/naaice-naa-spec`, caBundle from `cafile`, which it then needs).
+    Unmanaged, the operator only serves: whoever deploys it (the Helm chart) owns the
+    configuration, and `cafile` may be None."""
 
     port: int
     certfile: Path
     keyfile: Path
-    cafile: Path
+    cafile: Path | None
     host: str = "127.0.0.1"
+    managed: bool = True
 
 
 @dataclass(frozen=True)
@@ -65,10 +79,25 @@ def _settings(options: RunOptions) -> kopf.OperatorSettings:
             host=hook.host,
             certfile=str(hook.certfile),
             pkeyfile=str(hook.keyfile),
-            cafile=str(hook.cafile),
+            cafile=str(hook.cafile) if hook.cafile is not None else None,
         )
-        settings.admission.managed = "auto.kopf.dev"
+        # None: serve, but neither create nor patch any webhook configuration.
+        settings.admission.managed = WEBHOOK_CONFIGURATION if hook.managed else None
     return settings
+
+
+def in_cluster_login(info: kopf.ConnectionInfo | None) -> kopf.ConnectionInfo | None:
+    """Kopf's service-account login with the apiserver address every in-cluster client uses
+    (client-go's InClusterConfig, the Python client's): KUBERNETES_SERVICE_HOST and _PORT, not
+    Kopf's fixed https://kubernetes.default.svc, which needs cluster DNS. Without that,
+    Kopf's discovery never finishes where there is none (the embedded cluster's pods), and the
+    admission server, which waits for it, never listens."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "")
+    if info is None or not host or not port:
+        return info
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return dataclasses.replace(info, server=f"https://{authority}")
 
 
 async def run_operator(
@@ -109,7 +138,7 @@ async def run_operator(
             return kopf.login_with_kubeconfig(**kwargs)
         if os.environ.get("KUBECONFIG"):
             return kopf.login_with_kubeconfig(**kwargs)
-        return kopf.login_with_service_account(**kwargs)
+        return in_cluster_login(kopf.login_with_service_account(**kwargs))
 
     server = None
     if options.metrics_port:

@@ -80,7 +80,17 @@ def test_the_operator_runs_a_job_with_only_its_cluster_role(lab: Lab, tmp_path: 
     binding["metadata"]["name"] = name
     binding["roleRef"]["name"] = name
     binding["subjects"][0]["namespace"] = lab.namespace
-    for doc in (sa, role, binding):
+    # The operator registers its own webhook here (--webhook-managed), so it also gets the
+    # registration role the Helm chart leaves out.
+    reg_role, reg_binding = yaml.safe_load_all(
+        (REPO / "deploy" / "rbac" / "operator-webhook-registration.yaml").read_text()
+    )
+    reg_name = f"naaice-operator-webhook-registration-{lab.tag}"
+    reg_role["metadata"]["name"] = reg_name
+    reg_binding["metadata"]["name"] = reg_name
+    reg_binding["roleRef"]["name"] = reg_name
+    reg_binding["subjects"][0]["namespace"] = lab.namespace
+    for doc in (sa, role, binding, reg_role, reg_binding):
         res = lab.cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
         assert res.returncode == 0, res.stderr
     try:
@@ -122,5 +132,6 @@ def test_the_operator_runs_a_job_with_only_its_cluster_role(lab: Lab, tmp_path: 
         assert "Forbidden" not in op.output()
         assert " 403 " not in op.output()
     finally:
-        lab.cluster.kubectl("delete", "clusterrolebinding", name, "--ignore-not-found")
-        lab.cluster.kubectl("delete", "clusterrole", name, "--ignore-not-found")
+        for role_name in (name, reg_name):
+            lab.cluster.kubectl("delete", "clusterrolebinding", role_name, "--ignore-not-found")
+            lab.cluster.kubectl("delete", "clusterrole", role_name, "--ignore-not-found")
