@@ -181,6 +181,10 @@ def apiserver_args(*, binary: Path, layout: Layout, ports: Ports) -> list[str]:
         f"--secure-port={ports.apiserver}",
         # Loopback endpoints for the `kubernetes` Service are refused by validation.
         "--endpoint-reconciler-type=none",
+        # Webhooks (and aggregated APIs) referenced by Service are called at an EndpointSlice
+        # address, not at the ClusterIP: there is no kube-proxy to route a ClusterIP. The
+        # apiserver hands the same service resolver to the admission webhook plugins.
+        "--enable-aggregator-routing=true",
         f"--tls-cert-file={pki / 'apiserver.crt'}",
         f"--tls-private-key-file={pki / 'apiserver.key'}",
         f"--client-ca-file={pki / 'ca.crt'}",
