@@ -49,7 +49,12 @@ def values_for(release: str, namespace: str) -> JSON:
     toleration = [{"operator": "Equal", **FAKE_NODE_TAINT}]
     spec = yaml.safe_load((CHART / "values.yaml").read_text())["bitstreams"][0]["spec"]
     return {
-        "operator": {"namespace": namespace, "tolerations": toleration},
+        # The webhook on a free port: the operator pods are host processes here.
+        "operator": {
+            "namespace": namespace,
+            "tolerations": toleration,
+            "webhook": {"port": _free_tcp_port()},
+        },
         "agent": {
             "devicePlugin": False,
             "claimUnassigned": False,

@@ -26,6 +26,16 @@
 {{- printf "%s-operator" (include "naaice.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The operator's webhook: the MutatingWebhookConfiguration and the chart's TLS Secret. */}}
+{{- define "naaice.webhook.fullname" -}}
+{{- printf "%s-operator-webhook" (include "naaice.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The Secret the operator serves the webhook's certificate from. */}}
+{{- define "naaice.webhook.secretName" -}}
+{{- .Values.operator.webhook.tls.existingSecret | default (include "naaice.webhook.fullname" .) }}
+{{- end }}
+
 {{- define "naaice.agent.fullname" -}}
 {{- printf "%s-agent" (include "naaice.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -2,14 +2,18 @@
 admits every object (NAA and Bitstream objects against the CRD schemas and CEL rules), the pod
 runner runs the chart's operator, agent and runtime pods as the image would, the agent (with the
 chart's RBAC and token Secret) reports the chart's NAA healthy, a NAAJob runs add1 on it through
-the chart's operator, and `helm uninstall` removes it all but the CRDs."""
+the chart's operator, the chart's mutating webhook gives a pod another controller creates its
+NAAJob's NAA Spec and refuses a foreign one, and `helm uninstall` removes it all but the CRDs."""
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import json
 import random
 import secrets
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -47,6 +51,50 @@ def _free_port(kind: int) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _pod_network_address() -> str | None:
+    """A global IPv4 address of this host, or None. The pod runner reports podIP 127.0.0.1,
+    which an EndpointSlice may not hold (the apiserver refuses loopback endpoints), so the
+    webhook Service's endpoint is published at this address of the same host instead."""
+    res = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    for line in res.stdout.splitlines():
+        fields = line.split()
+        if "inet" in fields:
+            address = ipaddress.ip_interface(fields[fields.index("inet") + 1]).ip
+            if not (address.is_loopback or address.is_link_local):
+                return str(address)
+    return None
+
+
+def _publish_webhook_endpoint(
+    cluster: cp.Cluster, namespace: str, service: str, address: str, port: int
+) -> None:
+    """The one step pod networking does on a real cluster: the operator pod's address in an
+    EndpointSlice of the chart's Service (KCM's controller would write 127.0.0.1, which is
+    refused). The apiserver, run with --enable-aggregator-routing, calls the webhook there with
+    the Service's name as TLS server name, so the chart's certificate, CA bundle, Service,
+    port name and path are all what is tested."""
+    body = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service}-host",
+            "namespace": namespace,
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "naaice-tests",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+        "ports": [{"name": "webhook", "port": port, "protocol": "TCP"}],
+    }
+    res = cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+    assert res.returncode == 0, res.stderr
 
 
 def _get(cluster: cp.Cluster, *args: str) -> JSON | None:
@@ -112,8 +160,12 @@ def release(
     device plugin), the operator watching only this namespace. Uninstalled afterwards."""
     name = f"h{secrets.token_hex(3)}"
     toleration = [{"operator": "Equal", **FAKE_NODE_TAINT}]
+    address = _pod_network_address()
+    webhook: JSON = (
+        {"port": _free_port(socket.SOCK_STREAM)} if address is not None else {"enabled": False}
+    )
     values: JSON = {
-        "operator": {"namespace": namespace, "tolerations": toleration},
+        "operator": {"namespace": namespace, "tolerations": toleration, "webhook": webhook},
         "agent": {
             "devicePlugin": False,
             "claimUnassigned": False,
@@ -140,6 +192,11 @@ def release(
     )  # fmt: skip
     assert res.returncode == 0, f"helm install failed:\n{res.stderr}\n{res.stdout}"
     try:
+        if address is not None:
+            service = f"{name}-naaice-operator"
+            _publish_webhook_endpoint(
+                embedded_cluster, namespace, service, address, webhook["port"]
+            )
         yield name, values
     finally:
         helm("uninstall", name, "--namespace", namespace, "--wait", kubeconfig=kubeconfig)
@@ -254,14 +311,156 @@ def test_helm_install_runs_the_chart_and_a_naajob_succeeds_on_its_naa(
             assert refusal not in log, f"{pod['metadata']['name']} was refused:\n{log[-3000:]}"
 
 
+#: A pod of another controller's: prints the NAA Spec it was given (env, JSON env, file).
+_PRINT_SPEC = """
+import os, pathlib
+spec_file = pathlib.Path("/etc/naaice/naa-spec.json")
+print("NAA_SPEC=" + str(os.environ.get("NAA_SPEC")))
+print("JSON=" + str(os.environ.get("NAAICE_NAA_SPEC_JSON")))
+print("FILE=" + (spec_file.read_text().replace(chr(10), " ") if spec_file.exists() else "None"))
+"""
+
+
+def test_the_charts_webhook_gives_another_controllers_pod_the_spec_and_refuses_a_foreign_one(
+    embedded_cluster: cp.Cluster, namespace: str, release: tuple[str, JSON]
+) -> None:
+    name, values = release
+    if values["operator"]["webhook"].get("enabled") is False:
+        pytest.skip("no non-loopback IPv4 address on this host to publish the webhook at")
+    cluster = embedded_cluster
+    hook = _get(cluster, "mutatingwebhookconfiguration", f"{name}-naaice-operator-webhook")
+    assert hook is not None, "the chart's MutatingWebhookConfiguration is missing"
+    (webhook,) = hook["webhooks"]
+    assert webhook["clientConfig"]["service"]["name"] == f"{name}-naaice-operator"
+    secret = _get(cluster, "secret", f"{name}-naaice-operator-webhook", "-n", namespace)
+    assert secret is not None
+    assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    # The operator serves but did not register a configuration of its own.
+    assert _get(cluster, "mutatingwebhookconfiguration", "auto.kopf.dev") is None
+
+    tolerations = values["runtime"]["tolerations"]
+    holder = {
+        "apiVersion": "naaice.io/v1alpha1",
+        "kind": "NAAJob",
+        "metadata": {"name": "holder", "namespace": namespace},
+        "spec": {
+            "naas": [{"name": "adder", "function": "add1", "bitstream": f"{name}-test-kernels"}],
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "tolerations": tolerations,
+                    "containers": [
+                        {
+                            "name": "host",
+                            "image": "naaice:0.1.0",
+                            "command": [sys.executable, "-c", "import time; time.sleep(300)"],
+                        }
+                    ],
+                }
+            },
+        },
+    }
+    res = cluster.kubectl("apply", "-f", "-", input=json.dumps(holder))
+    assert res.returncode == 0, res.stderr
+    job = _wait(
+        "NAAJob holder to run",
+        lambda: (
+            (body := _get(cluster, "naajob", "holder", "-n", namespace)) is not None
+            and _condition(body, "Ready") == "True"
+            and body
+        ),
+        timeout=120,
+    )
+    want = job["status"]["naaSpec"]
+    assert want
+
+    # Another controller (KCM's Job controller) creates a pod labelled with the NAAJob: the
+    # apiserver calls the chart's webhook through the Service, and the pod runs with the spec.
+    batch_job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "sidecar", "namespace": namespace},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": {"naaice.io/naajob": "holder"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "tolerations": tolerations,
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "x.invalid/other",
+                            "command": [sys.executable, "-c", _PRINT_SPEC],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    res = cluster.kubectl("apply", "-f", "-", input=json.dumps(batch_job))
+    assert res.returncode == 0, res.stderr
+    pod = _wait(
+        "the Job's pod to finish",
+        lambda: next(
+            (
+                p
+                for p in (
+                    _get(cluster, "pods", "-n", namespace, "-l", "job-name=sidecar") or {}
+                ).get("items", [])
+                if p.get("status", {}).get("phase") in ("Succeeded", "Failed")
+            ),
+            None,
+        ),
+        timeout=120,
+    )
+    pod_dir = cluster.pod_dir(namespace, pod["metadata"]["name"])
+    assert pod_dir is not None
+    log = (pod_dir / "main.log").read_text()
+    assert pod["status"]["phase"] == "Succeeded", log
+    lines = dict(line.split("=", 1) for line in log.splitlines() if "=" in line)
+    assert lines["NAA_SPEC"] == want, log
+    assert json.loads(lines["FILE"]) == json.loads(lines["JSON"]), log
+
+    # A pod that sets NAA_SPEC for NAAs its job does not hold is refused, with the reason.
+    thief = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "thief",
+            "namespace": namespace,
+            "labels": {"naaice.io/naajob": "holder"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "tolerations": tolerations,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "x.invalid/other",
+                    "command": [sys.executable, "-c", "pass"],
+                    "env": [{"name": "NAA_SPEC", "value": "10.9.9.9:12345:1:1"}],
+                }
+            ],
+        },
+    }
+    res = cluster.kubectl("create", "-f", "-", input=json.dumps(thief))
+    assert res.returncode != 0
+    assert "naa-spec.naaice.io" in res.stderr, res.stderr
+    assert "not the NAA Spec of its NAAJob" in res.stderr, res.stderr
+    assert _get(cluster, "pod", "thief", "-n", namespace) is None
+    cluster.kubectl("delete", "naajob", "holder", "-n", namespace, "--wait=false")
+
+
 def test_helm_upgrade_keeps_the_generated_token_and_uninstall_removes_all_but_the_crds(
     embedded_cluster: cp.Cluster, namespace: str, release: tuple[str, JSON]
 ) -> None:
-    name, _values = release
+    name, values = release
     cluster = embedded_cluster
     secret = f"{name}-naaice-management-token"
     before = _get(cluster, "secret", secret, "-n", namespace)
     assert before is not None
+    tls_before = _get(cluster, "secret", f"{name}-naaice-operator-webhook", "-n", namespace)
     res = helm(
         "upgrade", name, str(CHART), "--namespace", namespace, "--reuse-values",
         "--set", "agent.heartbeat=5", "--wait", "--timeout", "90s",
@@ -271,6 +470,19 @@ def test_helm_upgrade_keeps_the_generated_token_and_uninstall_removes_all_but_th
     after = _get(cluster, "secret", secret, "-n", namespace)
     assert after is not None
     assert after["data"]["token"] == before["data"]["token"]
+    # The chart-generated webhook certificate and CA are kept too (lookup of the Secret), and
+    # the configuration still trusts that CA.
+    tls = f"{name}-naaice-operator-webhook"
+    if values["operator"]["webhook"].get("enabled", True):
+        assert tls_before is not None
+        tls_after = _get(cluster, "secret", tls, "-n", namespace)
+        assert tls_after is not None
+        assert tls_after["data"] == tls_before["data"]
+        hook = _get(cluster, "mutatingwebhookconfiguration", tls)
+        assert hook is not None
+        assert hook["webhooks"][0]["clientConfig"]["caBundle"] == tls_after["data"]["ca.crt"]
+        ca = base64.b64decode(tls_after["data"]["ca.crt"])
+        assert ca.startswith(b"-----BEGIN CERTIFICATE-----")
     agent = _get(cluster, "daemonset", f"{name}-naaice-agent", "-n", namespace)
     assert agent is not None
     assert "--heartbeat=5" in agent["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -289,6 +501,9 @@ def test_helm_upgrade_keeps_the_generated_token_and_uninstall_removes_all_but_th
         ("bitstream", f"{name}-test-kernels"),
         ("clusterrole", f"{name}-naaice-operator"),
         ("clusterrolebinding", f"{name}-naaice-agent"),
+        ("mutatingwebhookconfiguration", f"{name}-naaice-operator-webhook"),
+        ("secret", f"{name}-naaice-operator-webhook", "-n", namespace),
+        ("service", f"{name}-naaice-operator", "-n", namespace),
     ]
     for args in gone:
         assert _get(cluster, *args) is None, f"{args[0]}/{args[1]} is still there"

@@ -32,6 +32,8 @@ GOLDEN = HERE / "golden"
 CUSTOM = HERE / "values-custom.yaml"
 JSON = dict[str, Any]
 _TOKEN = re.compile(r'^(  token: )"[A-Za-z0-9+/=]+"$', re.MULTILINE)
+_PEM = re.compile(r'^(  (?:tls\.crt|tls\.key|ca\.crt): )"[A-Za-z0-9+/=]+"$', re.MULTILINE)
+_CA_BUNDLE = re.compile(r"^(      caBundle: )[A-Za-z0-9+/=]+$", re.MULTILINE)
 
 
 def _api_flags(*apis: str) -> list[str]:
@@ -39,8 +41,11 @@ def _api_flags(*apis: str) -> list[str]:
 
 
 def _normalised(rendered: str) -> str:
-    """The generated management token is random on every render; the golden holds a marker."""
-    return _TOKEN.sub(r'\1"<random 48 characters, base64>"', rendered)
+    """The generated management token and webhook certificates are random on every render;
+    the golden holds markers."""
+    rendered = _TOKEN.sub(r'\1"<random 48 characters, base64>"', rendered)
+    rendered = _PEM.sub(r'\1"<generated PEM, base64>"', rendered)
+    return _CA_BUNDLE.sub(r"\1<generated CA, base64>", rendered)
 
 
 @pytest.mark.parametrize(
@@ -78,6 +83,8 @@ def test_helm_lint_strict_passes(values: Path | None) -> None:
         ("operator.namespaces=lab", "additional properties 'namespaces' not allowed"),
         ("agent.metricsPort=0", "at '/agent/metricsPort': minimum"),
         ("bitstreams[0].name=Not_A_Name", "at '/bitstreams/0/name'"),
+        ("operator.webhook.failurePolicy=Sometimes", "value must be one of 'Fail', 'Ignore'"),
+        ("operator.webhook.timeoutSeconds=31", "at '/operator/webhook/timeoutSeconds': maximum"),
     ],
 )
 def test_the_schema_refuses_a_bad_value_naming_it(setting: str, message: str) -> None:
@@ -199,10 +206,13 @@ def test_the_default_naas_are_named_like_their_runtime_pods_and_address_them_by_
     assert spec["management"]["endpoint"] == (
         "http://lab-naaice-naa-1.lab-naaice-naa.fpgas.svc.cluster.local:9010"
     )
-    (secret,) = find(docs, "Secret")
+    (secret,) = find(docs, "Secret", "lab-naaice-management-token")
     assert spec["management"]["tokenSecretRef"] == {
         "namespace": "fpgas", "name": secret["metadata"]["name"], "key": "token",
     }  # fmt: skip
+
+
+_TOKEN_SECRET = "naaice-management-token"
 
 
 def test_a_generated_token_is_48_random_characters_and_a_given_one_is_used() -> None:
@@ -210,14 +220,15 @@ def test_a_generated_token_is_48_random_characters_and_a_given_one_is_used() -> 
 
     tokens = set()
     for _ in range(2):
-        (secret,) = find(objects(template()), "Secret")
+        (secret,) = find(objects(template()), "Secret", _TOKEN_SECRET)
         tokens.add(base64.b64decode(secret["data"]["token"]).decode())
     assert len(tokens) == 2
     assert all(re.fullmatch(r"[A-Za-z0-9]{48}", t) for t in tokens)
-    (secret,) = find(objects(template("--set", "runtime.managementToken.token=s3cret")), "Secret")
+    given = objects(template("--set", "runtime.managementToken.token=s3cret"))
+    (secret,) = find(given, "Secret", _TOKEN_SECRET)
     assert base64.b64decode(secret["data"]["token"]) == b"s3cret"
     existing = objects(template("--set", "runtime.managementToken.existingSecret=mine"))
-    assert not find(existing, "Secret")
+    assert not find(existing, "Secret", _TOKEN_SECRET)
     ref = find(existing, "NetworkAttachedAccelerator")[0]["spec"]["management"]["tokenSecretRef"]
     assert ref["name"] == "mine"
 
@@ -307,6 +318,151 @@ def test_the_charts_rbac_is_deploy_rbac() -> None:
             if doc and doc["kind"] == "ClusterRole":
                 deployed[doc["metadata"]["name"]] = doc["rules"]
     assert deployed, f"no ClusterRole in {rbac_dir}"
+    # The chart owns its webhook configuration (the operator runs --webhook-unmanaged), so the
+    # registration role of a self-registering operator is the one it leaves out.
+    registration = deployed.pop("naaice-operator-webhook-registration")
+    assert registration[0]["apiGroups"] == ["admissionregistration.k8s.io"]
     docs = objects(template())
+    assert not find(docs, "ClusterRole", "naaice-operator-webhook-registration")
     for name, rules in deployed.items():
         assert _rules(docs, name) == rules, f"ClusterRole {name}: chart and {rbac_dir} differ"
+    for rule in _rules(docs, "naaice-operator"):
+        assert "admissionregistration.k8s.io" not in rule["apiGroups"], rule
+
+
+def _webhook_objects(docs: list[JSON]) -> tuple[JSON, JSON, JSON]:
+    (config,) = find(docs, "MutatingWebhookConfiguration")
+    (service,) = find(docs, "Service", "lab-naaice-operator")
+    (deployment,) = find(docs, "Deployment")
+    return config, service, deployment
+
+
+def test_the_webhook_configuration_calls_the_path_the_operator_serves_through_its_service() -> None:
+    from naa_operator.handlers.run import WEBHOOK_PATH
+
+    docs = objects(template(release="lab", namespace="fpgas"))
+    config, service, deployment = _webhook_objects(docs)
+    (hook,) = config["webhooks"]
+    assert hook["clientConfig"]["service"] == {
+        "name": "lab-naaice-operator", "namespace": "fpgas", "port": 443, "path": WEBHOOK_PATH,
+    }  # fmt: skip
+    assert hook["sideEffects"] == "None"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["failurePolicy"] == "Fail"
+    assert hook["objectSelector"] == {
+        "matchExpressions": [{"key": "naaice.io/naajob", "operator": "Exists"}]
+    }
+    assert hook["rules"] == [
+        {
+            "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+            "operations": ["CREATE"], "scope": "Namespaced",
+        }
+    ]  # fmt: skip
+    assert "namespaceSelector" not in hook  # the operator watches every namespace
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 443
+    pod = deployment["spec"]["template"]["spec"]
+    assert service["spec"]["selector"].items() <= pod_labels(deployment).items()
+    (container,) = pod["containers"]
+    (container_port,) = container["ports"]
+    assert container_port == {"name": port["targetPort"], "containerPort": 9443, "protocol": "TCP"}
+    argv = container_args(docs, "Deployment")
+    assert "--webhook-port=9443" in argv
+    assert "--webhook-unmanaged" in argv
+    assert "--webhook-host=0.0.0.0" in argv
+    assert not [a for a in argv if a.startswith("--webhook-ca")]
+    # The certificate and key the operator reads are the mounted Secret's.
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "webhook-tls"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "webhook-tls"]
+    for flag, key in (("--webhook-cert", "tls.crt"), ("--webhook-key", "tls.key")):
+        (arg,) = [a for a in argv if a.startswith(f"{flag}=")]
+        path = Path(arg.split("=", 1)[1])
+        assert Path(mount["mountPath"]) == path.parent
+        assert {"key": key, "path": path.name} in volume["secret"]["items"]
+    (secret,) = find(docs, "Secret", volume["secret"]["secretName"])
+    assert secret["type"] == "kubernetes.io/tls"
+
+
+def pod_labels(workload: JSON) -> dict[str, str]:
+    return dict(workload["spec"]["template"]["metadata"]["labels"])
+
+
+def test_the_generated_certificate_names_the_service_and_chains_to_the_ca_bundle() -> None:
+    import base64
+    from datetime import UTC, datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    docs = objects(template(release="lab", namespace="fpgas"))
+    config, _service, _deployment = _webhook_objects(docs)
+    (secret,) = find(docs, "Secret", "lab-naaice-operator-webhook")
+    ca_pem = base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"])
+    assert base64.b64decode(secret["data"]["ca.crt"]) == ca_pem
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    leaf = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sorted(names.get_values_for_type(x509.DNSName)) == [
+        "lab-naaice-operator", "lab-naaice-operator.fpgas", "lab-naaice-operator.fpgas.svc",
+    ]  # fmt: skip
+    assert leaf.issuer == ca.subject
+    public = ca.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    assert leaf.signature_hash_algorithm is not None
+    public.verify(
+        leaf.signature, leaf.tbs_certificate_bytes, padding.PKCS1v15(),
+        leaf.signature_hash_algorithm,
+    )  # fmt: skip
+    assert leaf.not_valid_after_utc > datetime.now(UTC)
+    # Two renders (no cluster to look up) make two different CAs: only `lookup` keeps one.
+    again = objects(template(release="lab", namespace="fpgas"))
+    (config2, _s, _d) = _webhook_objects(again)
+    assert (
+        config2["webhooks"][0]["clientConfig"]["caBundle"]
+        != (config["webhooks"][0]["clientConfig"]["caBundle"])
+    )
+
+
+def test_a_user_supplied_tls_secret_replaces_the_generated_one() -> None:
+    docs = objects(
+        template(
+            "--set", "operator.webhook.tls.existingSecret=operator-webhook-cert",
+            "--set", "operator.webhook.annotations.cert-manager\\.io/inject-ca-from=fpgas/cert",
+            release="lab", namespace="fpgas",
+        )
+    )  # fmt: skip
+    assert not find(docs, "Secret", "lab-naaice-operator-webhook")
+    config, _service, deployment = _webhook_objects(docs)
+    assert "caBundle" not in config["webhooks"][0]["clientConfig"]
+    assert config["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "fpgas/cert"}
+    (volume,) = [
+        v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "webhook-tls"
+    ]
+    assert volume["secret"]["secretName"] == "operator-webhook-cert"
+    given = objects(
+        template(
+            "--set", "operator.webhook.tls.existingSecret=mine",
+            "--set", "operator.webhook.tls.caBundle=Q0E=",
+            "--set", "operator.webhook.failurePolicy=Ignore",
+            "--set", "operator.webhook.timeoutSeconds=5",
+            "--set", "operator.namespace=jobs",
+            release="lab", namespace="fpgas",
+        )
+    )  # fmt: skip
+    config, _service, _deployment = _webhook_objects(given)
+    (hook,) = config["webhooks"]
+    assert hook["clientConfig"]["caBundle"] == "Q0E="
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["timeoutSeconds"] == 5
+    assert hook["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "jobs"}}
+
+
+def test_without_the_webhook_nothing_of_it_is_rendered() -> None:
+    docs = objects(template("--set", "operator.webhook.enabled=false"))
+    assert not find(docs, "MutatingWebhookConfiguration")
+    assert not find(docs, "Service", "naaice-operator")
+    assert not find(docs, "Secret", "naaice-operator-webhook")
+    assert not [a for a in container_args(docs, "Deployment") if a.startswith("--webhook")]
+    (deployment,) = find(docs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert "ports" not in container
