@@ -392,7 +392,7 @@ def test_the_generated_certificate_names_the_service_and_chains_to_the_ca_bundle
     from datetime import UTC, datetime
 
     from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     docs = objects(template(release="lab", namespace="fpgas"))
     config, _service, _deployment = _webhook_objects(docs)
@@ -406,13 +406,14 @@ def test_the_generated_certificate_names_the_service_and_chains_to_the_ca_bundle
         "lab-naaice-operator", "lab-naaice-operator.fpgas", "lab-naaice-operator.fpgas.svc",
     ]  # fmt: skip
     assert leaf.issuer == ca.subject
+    # ECDSA P-256 (fast to generate at every install), the leaf signed by the CA's key.
     public = ca.public_key()
-    assert isinstance(public, rsa.RSAPublicKey)
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    assert isinstance(leaf.public_key(), ec.EllipticCurvePublicKey)
     assert leaf.signature_hash_algorithm is not None
     public.verify(
-        leaf.signature, leaf.tbs_certificate_bytes, padding.PKCS1v15(),
-        leaf.signature_hash_algorithm,
-    )  # fmt: skip
+        leaf.signature, leaf.tbs_certificate_bytes, ec.ECDSA(leaf.signature_hash_algorithm)
+    )
     assert leaf.not_valid_after_utc > datetime.now(UTC)
     # Two renders (no cluster to look up) make two different CAs: only `lookup` keeps one.
     again = objects(template(release="lab", namespace="fpgas"))
