@@ -527,6 +527,59 @@ class QueuePair:
             solicited=solicited,
         )
 
+    def post_reply(
+        self, wr_id: int, local: memoryview, remote_va: int, rkey: int, imm: int
+    ) -> None:
+        """`post_write(wr_id=wr_id, local=local, remote_va=remote_va, rkey=rkey, imm=imm,
+        solicited=True)`: an RPC's reply. The common case (one packet, nothing queued, room in
+        the window, an endpoint that sends it in C) goes straight to `_post_single`'s
+        bookkeeping and `send_write_imm` without the keyword layers of `post_write`; anything
+        else is `post_write`."""
+        send = self.send_write_imm
+        if (
+            send is not None
+            and local.nbytes <= self.config.mtu
+            and local.ndim == 1
+            and local.format == "B"
+            and 0 <= remote_va < 1 << 64
+            and 0 <= rkey < 1 << 32
+        ):
+            with self._lock:
+                psn = self._assign_psn
+                if (
+                    self.state == _QPSTATE_RTS
+                    and self._next_psn == psn
+                    and self._rnr_until is None
+                    and psn_diff(psn, self._una) < int(self._cwnd)
+                ):
+                    now = time.monotonic()
+                    # (the lock is held: its ACK cannot be handled before the state below)
+                    if send(self._dqp_word, psn, local, remote_va, rkey, imm, True):
+                        self._sq.append(
+                            _Wr(
+                                wr_id=wr_id,
+                                is_send=False,
+                                local=local,
+                                remote_va=remote_va,
+                                rkey=rkey,
+                                imm=imm,
+                                solicited=True,
+                                first_psn=psn,
+                                npkts=1,
+                            )
+                        )
+                        self._assign_psn = self._next_psn = self._high = (psn + 1) & PSN_MASK
+                        if self._rtt_psn < 0:
+                            self._rtt_psn = psn
+                            self._rtt_t0 = now
+                        if self._deadline is None:
+                            self._deadline = now + self._rto
+                        return
+                    # the endpoint cannot send it now (corked): the general path queues it
+        self.post_write(
+            wr_id=wr_id, local=local, remote_va=remote_va, rkey=rkey, imm=imm, solicited=True
+        )
+
     def post_write(
         self,
         *,

@@ -291,9 +291,7 @@ class _Connection:
         plan = self._reply_plan
         if len(plan) == 1:  # the common case: one output region
             view, va, rkey = plan[0]
-            self.qp.post_write(
-                wr_id=_WR_RPC, local=view, remote_va=va, rkey=rkey, imm=reply_imm, solicited=True
-            )
+            self.qp.post_reply(_WR_RPC, view, va, rkey, reply_imm)
             return
         outs = self.out_regions
         if not outs:

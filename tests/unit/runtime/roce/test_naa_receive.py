@@ -473,3 +473,41 @@ def test_region_bounds_and_access_are_checked_as_memory_resolve_does(naa: Naa) -
     naa.ep._on_received(nbytes, seg, (socket.inet_ntoa(ip), port), 0, set())
     assert dict(naa.ep.stats.naks_sent) == {"remote_access_error": 1}
     assert local == bytearray(4)
+
+
+def _requester_state(qp: QueuePair) -> dict[str, object]:
+    return {
+        "psns": (qp._assign_psn, qp._next_psn, qp._high, qp._una, qp._rtt_psn),
+        "sq": [(w.wr_id, w.first_psn, w.npkts, w.imm, w.solicited, w.length) for w in qp._sq],
+        "deadline": qp._deadline is not None,
+    }
+
+
+def test_post_reply_leaves_the_wire_and_the_qp_as_post_write(naa: Naa) -> None:
+    """The server's reply (`post_reply`) skips post_write's layers: same bytes, same
+    requester state; with the endpoint corked it takes post_write's path."""
+    other = Naa()
+    try:
+        outs = []
+        for n, post in ((naa, "reply"), (other, "write")):
+            local = memoryview(b"\x42\x43")
+            n.qp._assign_psn = n.qp._next_psn = n.qp._high = n.qp._una = 0xFFFFFF
+            if post == "reply":
+                n.qp.post_reply(2, local, 0x2000, 0x77, 0x0000_0500)
+            else:
+                n.qp.post_write(
+                    wr_id=2, local=local, remote_va=0x2000, rkey=0x77, imm=0x500, solicited=True
+                )
+            dgram = n.host.recv(100)
+            # a valid ICRC for this pair of addresses; the bodies must then be equal
+            assert dgram == _wire(dgram[:-4], src=n.ep.address, dst=n.host_ip)
+            outs.append((dgram[:-4], _requester_state(n.qp)))
+        assert outs[0] == outs[1]
+        naa.ep.cork()
+        naa.qp.post_reply(3, memoryview(b"\x01"), 0x2000, 0x77, 0)
+        assert naa.nothing_sent()
+        naa.ep.uncork()
+        assert naa.host.recv(100)[12:28] == encode_reth(RETH(va=0x2000, rkey=0x77, dma_len=1))
+        assert len(naa.qp._sq) == 2
+    finally:
+        other.close()
