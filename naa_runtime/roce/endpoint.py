@@ -756,10 +756,9 @@ class Endpoint:
         if status in (_NR_NONE, _NR_ERROR):
             self._run_timers()
             return False
-        src = (socket.inet_ntoa(ip), port)
         touched: set[QueuePair] = set()
         index = 0
-        if req is not None:
+        if req is not None:  # the latency path: straight to the completion (and the reply)
             qp, wr_id, imm, length, b1, err = req
             stats = self.stats
             stats.packets_rx += 1
@@ -771,10 +770,11 @@ class Endpoint:
             try:
                 qp.request_completed(wr_id, length, imm, b1)
             except Exception:  # as _round: a bug must never stop the receive thread
-                log.exception("dropping a datagram from %s:%d", *src)
+                log.exception("dropping a datagram from %s:%d", socket.inet_ntoa(ip), port)
                 stats.dropped["internal_error"] += 1
             touched.add(qp)
             index = 1
+        src = (socket.inet_ntoa(ip), port)
         if index * seg < nbytes or nbytes == 0:
             self._on_received(nbytes, seg, src, index, touched)
         if req is None:
