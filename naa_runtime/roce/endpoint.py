@@ -66,6 +66,9 @@ IP_PMTUDISC_DO = 2
 _GSO_MAX_BYTES = 65000
 _GSO_MAX_SEGS = 64
 FOREGROUND_LINGER = 0.005
+_RT_TIMER_PERIOD = 0.001
+"""How often a completed compiled round trip runs the endpoint's timers (they only concern
+other QPs then; the minimum retransmit timeout is 4 ms)."""
 """Seconds the receive thread stays parked after a foreground caller stopped receiving."""
 FOREGROUND_NAP = 0.02
 """While a caller receives, the parked receive thread checks back this often: rarely enough
@@ -239,6 +242,7 @@ class Endpoint:
         self._rt_buf = bytearray(4 * (65536 + 64))
         self._rt_mv = memoryview(self._rt_buf)
         self._rt_states: dict[tuple[str, int], tuple[bytes, int, int]] = {}
+        self._rt_timers_at = 0.0
         self._packed: dict[str, bytes] = {}
 
     # ------------------------------------------------------------------------- QPs
@@ -889,6 +893,7 @@ class Endpoint:
         on_completion: Callable[[Completion], None],
         done: Callable[[], bool],
         deadline: float | None,
+        on_reply: Callable[[int, int], None] | None = None,
     ) -> bool:
         """The compiled common case of a small RPC on the calling thread (the host's latency
         path): a one-packet RDMA WRITE WITH IMMEDIATE of `local` (SE, AckReq; at most one MTU)
@@ -905,7 +910,10 @@ class Endpoint:
         reference; the caller's wait finishes the RPC. The caller posted a receive `wr_id`
         for the reply only in that case (it is consumed here otherwise): `on_completion` is
         preceded by `post_recv` then. Returns False, having sent nothing, if the fast path
-        does not apply."""
+        does not apply. With `on_reply`, a round trip finished in C reports `on_reply(imm,
+        reply_bytes)` instead of the two completions (the caller knows what they would say:
+        its write completed, the reply arrived), and runs the endpoint's timers at most once
+        a millisecond."""
         cfg = self.config
         if (
             self._impair is not None
@@ -976,10 +984,21 @@ class Endpoint:
             stats.packets_tx += len(pkts)
             stats.bytes_tx += total
             buf = self._rt_buf
-            if status == _fastpath.RT_OK:
+            if status == _RT_OK:
                 stats.packets_rx += 2
                 stats.bytes_rx += 20 + reply_len
                 off = next(o for o, nb, *_ in dgrams if nb == reply_len)
+                if on_reply is not None:
+                    qp.commit_round_trip_state(n, t0, now)
+                    on_reply(_IMM.unpack_from(buf, off + BTH_LEN + RETH_LEN)[0], n)
+                    if done():
+                        deferred.add(qp)
+                    else:
+                        qp.flush_ack()
+                    if now >= self._rt_timers_at:
+                        self._rt_timers_at = now + _RT_TIMER_PERIOD
+                        self._run_timers()
+                    return True
                 done_list = qp.commit_round_trip(
                     wr_id=wr_id,
                     length=local.nbytes,
@@ -1344,6 +1363,7 @@ def _tx_error(err: int) -> str:
 
 
 _NR_NONE = _fastpath.NR_NONE
+_RT_OK = _fastpath.RT_OK
 _NR_ERROR = _fastpath.NR_ERROR
 
 # Enum members used on the hot paths, looked up once (an IntEnum class attribute costs

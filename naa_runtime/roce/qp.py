@@ -463,6 +463,24 @@ class QueuePair:
         receive `recv_wr_id` posted), leave behind; the two completions, in that order.
         tests/integration/runtime/dataplane/test_compiled_round_trip.py compares the state
         with the per-packet path's."""
+        self.commit_round_trip_state(reply_bytes, t0, now)
+        return [
+            Completion(
+                opcode=_WCOPCODE_RDMA_WRITE, status=_WCSTATUS_SUCCESS, wr_id=wr_id, byte_len=length
+            ),
+            Completion(
+                opcode=_WCOPCODE_RECV_RDMA_WITH_IMM,
+                status=_WCSTATUS_SUCCESS,
+                wr_id=recv_wr_id,
+                byte_len=reply_bytes,
+                imm=imm,
+                solicited=bool(b1 & 0x80),
+            ),
+        ]
+
+    def commit_round_trip_state(self, reply_bytes: int, t0: float, now: float) -> None:
+        """`commit_round_trip`'s state change without building its two completions (for a
+        caller that takes the outcome as it is: `Endpoint.rpc_call` with `on_reply`)."""
         with self._lock:
             psn = self._assign_psn
             nxt = (psn + 1) & PSN_MASK
@@ -473,13 +491,16 @@ class QueuePair:
                 self._rtt_t0 = t0
             # _on_ack -> _ack_through(psn)
             self._una = nxt
-            if self._cwnd < self._ssthresh:
-                self._cwnd = min(self.config.window, self._cwnd + 1)
+            cfg = self.config
+            cwnd = self._cwnd
+            if cwnd < self._ssthresh:
+                self._cwnd = min(cfg.window, cwnd + 1)
             else:
-                self._cwnd = min(self.config.window, self._cwnd + 16.0 / self._cwnd)
-            self._hint = max(0, self._hint - 1)
+                self._cwnd = min(cfg.window, cwnd + 16.0 / cwnd)
+            if self._hint:
+                self._hint -= 1
             self._undo = None
-            self._retries = self.config.retry_count
+            self._retries = cfg.retry_count
             if self._backoff:
                 self._backoff = 0
                 self._set_rto()
@@ -496,19 +517,6 @@ class QueuePair:
             # the reply asks for an ACK (AckReq); the host defers it (ack_before_completion
             # off), as `_on_request` does with a completion to report
             self._ack_pending = True
-        return [
-            Completion(
-                opcode=_WCOPCODE_RDMA_WRITE, status=_WCSTATUS_SUCCESS, wr_id=wr_id, byte_len=length
-            ),
-            Completion(
-                opcode=_WCOPCODE_RECV_RDMA_WITH_IMM,
-                status=_WCSTATUS_SUCCESS,
-                wr_id=recv_wr_id,
-                byte_len=reply_bytes,
-                imm=imm,
-                solicited=bool(b1 & 0x80),
-            ),
-        ]
 
     # ----------------------------------------------------------------------- posting
 

@@ -204,6 +204,7 @@ class HostConnection:
         self._inputs_first: list[int] = []
         self._inputs_again: list[int] = []
         self._fast_outputs: list[int] = []
+        self._plans: dict[bool, _Plan | None] = {}
 
     # ------------------------------------------------------------------- connection
 
@@ -368,6 +369,7 @@ class HostConnection:
     # -------------------------------------------------------------------------- MRSP
 
     def register(self, regions: list[Region]) -> None:
+        self._plans.clear()
         self.regions = list(regions)
         inputs = [i for i, r in enumerate(self.regions) if r.flags & _MRFLAGS_INPUT]
         self._inputs_first = inputs
@@ -419,6 +421,7 @@ class HostConnection:
                 MrspErrorCode.NOT_ENOUGH_MEMORY,
                 f"the NAA answered {len(answer)} regions for {len(self.regions)} requested",
             )
+        self._plans.clear()
         self.naa_regions = answer
         self.state = _STATE_MRSP_DONE
 
@@ -494,11 +497,20 @@ class HostConnection:
             # one GSO send, and the NAA reads both in one wake-up.
             dev.endpoint.flush_deferred_acks()
 
-    def _fast_plan(self) -> tuple[memoryview, int, int, memoryview, int, int] | None:
+    def _fast_plan(self) -> _Plan | None:
         """What the compiled round trip (`Endpoint.rpc_call`) needs if this RPC can take it:
         one input region to send, of at most one MTU (the request: local view, NAA address,
         NAA rkey) and one output region (the reply's target: view, address, rkey); else
-        None."""
+        None. Worked out once per registration and MRSP answer, for the first RPC and for
+        the later ones (SINGLESEND regions are sent by the first only)."""
+        first = self.rpc_count == 0
+        try:
+            return self._plans[first]
+        except KeyError:
+            plan = self._plans[first] = self._make_fast_plan()
+            return plan
+
+    def _make_fast_plan(self) -> _Plan | None:
         if not self.config.fast_round_trip or len(self._fast_outputs) != 1:
             return None
         send = self._inputs_first if self.rpc_count == 0 else self._inputs_again
@@ -513,6 +525,34 @@ class HostConnection:
         o = self._fast_outputs[0]
         mr = self.host_mrs[o]
         return r.view[:n], a.naa_va, a.naa_rkey, self.regions[o].view, mr.va, mr.rkey
+
+    def _on_fast_reply(self, imm: int, nbytes: int) -> None:
+        """`Endpoint.rpc_call`'s report of a round trip finished in C: the request's write
+        completed and the reply (`imm`, `nbytes` bytes placed) arrived, which
+        `_on_completion` would record from the two completions; it does so itself if the
+        connection is not in the state `call` left it in."""
+        with self._cond:
+            if self._pending_writes == 1 and self.state == _STATE_DATA_SENDING:
+                self._pending_writes = 0
+                self._reply = None
+                self.return_code = imm >> 8
+                self.bytes_received = nbytes
+                self.state = _STATE_FINISHED
+                self._cond.notify_all()
+                return
+        self._on_completion(
+            Completion(opcode=_WCOPCODE_RDMA_WRITE, status=_WCSTATUS_SUCCESS, wr_id=2, byte_len=0)
+        )
+        self._on_completion(
+            Completion(
+                opcode=_WCOPCODE_RECV_RDMA_WITH_IMM,
+                status=_WCSTATUS_SUCCESS,
+                wr_id=2,
+                byte_len=nbytes,
+                imm=imm,
+                solicited=True,
+            )
+        )
 
     def _rpc_done(self) -> bool:
         return self.state not in (_STATE_DATA_SENDING, _STATE_DATA_RECEIVING)
@@ -575,8 +615,12 @@ class HostConnection:
                 on_completion=self._on_completion,
                 done=self._rpc_done,
                 deadline=end,
+                on_reply=self._on_fast_reply,
             )
-            if not posted:  # not applicable now: post it the usual way
+            if posted:
+                if self.state == _STATE_FINISHED:  # as wait() would find it
+                    return self.return_code
+            else:  # not applicable now: post it the usual way
                 with self._cond:
                     self.state = before
                     self.rpc_count -= 1
@@ -613,6 +657,11 @@ class HostConnection:
                     raise TransferError("raw write did not complete")
                 self._cond.wait(left)
             return self._raw[0]
+
+
+_Plan = tuple[memoryview, int, int, memoryview, int, int]
+"""A compiled round trip's request (local view, NAA address, NAA rkey) and reply target
+(view, host address, host rkey): `HostConnection._fast_plan`."""
 
 
 def byte_region(buffer: object, flags: MrFlags, *, requested_addr: int = 0) -> Region:
