@@ -31,7 +31,7 @@ from zlib_ng import zlib_ng as zlib  # CRC-32 with PCLMULQDQ: the ICRC dominates
 
 from naa_runtime.roce import _fastpath
 from naa_runtime.roce.cm import CmMessage, decode_cm, encode_cm
-from naa_runtime.roce.memory import MemoryTable, RemoteAccessError
+from naa_runtime.roce.memory import MemoryTable
 from naa_runtime.roce.packets import (
     BTH_LEN,
     CM_QKEY,
@@ -934,18 +934,17 @@ class Endpoint:
                 entry is None
                 or entry[0] is not qp
                 or (deferred and (len(deferred) > 1 or qp not in deferred))
-                or not qp.idle()
             ):
                 return False
-            try:
-                qp.memory.resolve(rkey=target_rkey, va=target_va, length=target.nbytes)
-            except RemoteAccessError:
-                return False
-            peer = entry[1]
-            psn, pkts = qp.round_trip_packets(local=local, remote_va=remote_va, rkey=rkey, imm=imm)
-            epsn = qp.expected_psn
-            acked = len(pkts) > 1
             n = target.nbytes
+            if not qp.memory.writable(target_rkey, target_va, n):
+                return False
+            planned = qp.round_trip_packets(local, remote_va, rkey, imm)
+            if planned is None:  # not idle
+                return False
+            psn, epsn, pkts = planned
+            peer = entry[1]
+            acked = len(pkts) > 1
             reply_len = BTH_LEN + RETH_LEN + 4 + n + (-n & 3) + ICRC_LEN
             small = self._small_datagram(peer, pkts)
             assert small is not None  # the ACK is the shorter packet

@@ -91,6 +91,15 @@ class MemoryTable:
             )
         return mr.view[start : start + length]
 
+    def writable(self, rkey: int, va: int, length: int) -> bool:
+        """True if `resolve` would give [va, va+length) of region `rkey` (without building
+        the slice or an error: the compiled round trip's check of its reply target)."""
+        mr = self._by_rkey.get(rkey)
+        if mr is None or not int(mr.access) & _REMOTE_WRITE:
+            return False
+        start = va - mr.va
+        return start >= 0 and length >= 0 and start + length <= mr.view.nbytes
+
     def __len__(self) -> int:
         return len(self._by_rkey)
 

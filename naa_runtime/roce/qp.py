@@ -369,14 +369,26 @@ class QueuePair:
     # ------------------------------------------------- compiled round trip (the host's)
 
     def round_trip_packets(
-        self, *, local: memoryview, remote_va: int, rkey: int, imm: int
-    ) -> tuple[int, list[OutPacket]]:
-        """For `Endpoint.rpc_call` on an idle QP: the PSN and the packets `post_write(imm=imm,
-        solicited=True)` of `local` (at most one MTU) would send now, then the coalesced ACK
-        `flush_ack` would send behind it if one is owed, as `_post_single` and `_send_ack`
-        build them. Changes nothing: `commit_round_trip` or `round_trip_sent` records them."""
+        self, local: memoryview, remote_va: int, rkey: int, imm: int
+    ) -> tuple[int, int, list[OutPacket]] | None:
+        """For `Endpoint.rpc_call`: None unless the QP is `idle`; else the PSN and the packets
+        `post_write(imm=imm, solicited=True)` of `local` (at most one MTU) would send now,
+        then the coalesced ACK `flush_ack` would send behind it if one is owed, as
+        `_post_single` and `_send_ack` build them, and the PSN the reply must carry (the
+        expected PSN). Changes nothing: `commit_round_trip` or `round_trip_sent` records
+        them."""
         with self._lock:
             psn = self._assign_psn
+            if not (
+                self.state == _QPSTATE_RTS
+                and not self._fatal
+                and not self._sq
+                and not self._rq
+                and self._cur_view is None
+                and self._rnr_until is None
+                and self._una == self._next_psn == psn
+            ):
+                return None
             n = local.nbytes
             pad = (-n) & 3
             hdr = bytearray(
@@ -403,7 +415,7 @@ class QueuePair:
                     (_SYNDROME_ACK_UNLIMITED << 24) | (self._msn & 0xFFFFFF),
                 )
                 pkts.append((bytearray(ack), b"", 0))
-            return psn, pkts
+            return psn, self._epsn, pkts
 
     def round_trip_sent(
         self,
