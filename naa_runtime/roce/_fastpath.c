@@ -1029,6 +1029,78 @@ done:
 }
 
 
+PyDoc_STRVAR(
+    build_round_trip_doc,
+    "build_round_trip(req_state, ack_state, dqp_word, psn, payload, va, rkey, imm, ack_psn,\n"
+    "                 aeth, /) -> bytes\n\n"
+    "The datagrams Endpoint.rpc_call hands rpc_round_trip, back to back in one bytes object,\n"
+    "as QueuePair.round_trip_packets and Endpoint._small_datagram build them: the request, an\n"
+    "RDMA_WRITE_ONLY_WITH_IMMEDIATE (BTH: SE, pad, P_Key 0xFFFF, the QP's `dqp_word`, AckReq,\n"
+    "`psn`; RETH: va, rkey, DMA length = the payload's; ImmDt `imm`; payload, pad, ICRC from\n"
+    "the prefix state `req_state`), then, unless `ack_psn` is negative, the ACK (BTH with PSN\n"
+    "`ack_psn`, AETH `aeth`, ICRC from `ack_state`); BTH byte 4 cleared in both.");
+
+static PyObject *fp_build_round_trip(PyObject *self, PyObject *args) {
+    unsigned long req_state, ack_state, dqp_word, psn, rkey, imm, aeth;
+    unsigned long long va;
+    long ack_psn;
+    Py_buffer payload;
+    if (!PyArg_ParseTuple(args, "kkkky*Kkklk:build_round_trip", &req_state, &ack_state,
+                          &dqp_word, &psn, &payload, &va, &rkey, &imm, &ack_psn, &aeth))
+        return NULL;
+    PyObject *r = NULL;
+    if (req_state > 0xFFFFFFFFul || ack_state > 0xFFFFFFFFul || dqp_word > 0xFFFFFFFFul ||
+        psn > PSN_MASK || rkey > 0xFFFFFFFFul || imm > 0xFFFFFFFFul || ack_psn > PSN_MASK ||
+        aeth > 0xFFFFFFFFul || payload.len > 65000) {
+        PyErr_SetString(PyExc_ValueError, "bad state, QP word, PSN, rkey, imm, AETH or size");
+        goto done;
+    }
+    size_t n = (size_t)payload.len, pad = (size_t)((-payload.len) & 3);
+    size_t req_len = REQ_HDR + n + pad + ICRC_LEN;
+    r = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(req_len + (ack_psn >= 0 ? 20 : 0)));
+    if (r == NULL) goto done;
+    unsigned char *h = (unsigned char *)PyBytes_AS_STRING(r);
+    h[0] = 0x0B;
+    h[1] = (unsigned char)(0x80 | (pad << 4));
+    h[2] = 0xFF;
+    h[3] = 0xFF;
+    put_be32(h + 4, (uint32_t)dqp_word);
+    put_be32(h + 8, 0x80000000u | (uint32_t)psn);
+    put_be32(h + 12, (uint32_t)(va >> 32));
+    put_be32(h + 16, (uint32_t)va);
+    put_be32(h + 20, (uint32_t)rkey);
+    put_be32(h + 24, (uint32_t)n);
+    put_be32(h + 28, (uint32_t)imm);
+    memcpy(h + REQ_HDR, payload.buf, n);
+    memset(h + REQ_HDR + n, 0, pad);
+    uint32_t crc = crc32_chain((uint32_t)req_state, h, REQ_HDR + n + pad);
+    h[4] = 0;
+    unsigned char *c = h + req_len - ICRC_LEN;
+    c[0] = (unsigned char)crc;
+    c[1] = (unsigned char)(crc >> 8);
+    c[2] = (unsigned char)(crc >> 16);
+    c[3] = (unsigned char)(crc >> 24);
+    if (ack_psn >= 0) {
+        unsigned char *a = h + req_len;
+        a[0] = 0x11;
+        a[1] = 0;
+        a[2] = 0xFF;
+        a[3] = 0xFF;
+        put_be32(a + 4, (uint32_t)dqp_word);
+        put_be32(a + 8, (uint32_t)ack_psn);
+        put_be32(a + 12, (uint32_t)aeth);
+        crc = crc32_chain((uint32_t)ack_state, a, 16);
+        a[4] = 0;
+        a[16] = (unsigned char)crc;
+        a[17] = (unsigned char)(crc >> 8);
+        a[18] = (unsigned char)(crc >> 16);
+        a[19] = (unsigned char)(crc >> 24);
+    }
+done:
+    PyBuffer_Release(&payload);
+    return r;
+}
+
 /* The attribute names request_step reads and writes, interned once (PyInit__fastpath). */
 #define NAMES(X)                                                                              \
     X(_lock) X(acquire) X(release) X(_fatal) X(_epsn) X(_cur_view) X(config)                  \
@@ -1438,6 +1510,7 @@ static PyMethodDef methods[] = {
     {"prefix_state", fp_prefix_state, METH_VARARGS, prefix_state_doc},
     {"send_small", fp_send_small, METH_VARARGS, send_small_doc},
     {"send_write_imm", fp_send_write_imm, METH_VARARGS, send_write_imm_doc},
+    {"build_round_trip", fp_build_round_trip, METH_VARARGS, build_round_trip_doc},
     {"naa_receive", fp_naa_receive, METH_VARARGS, naa_receive_doc},
     {NULL, NULL, 0, NULL},
 };

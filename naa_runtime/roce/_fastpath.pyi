@@ -1,5 +1,6 @@
 """Type stubs of the compiled bulk and round-trip paths (naa_runtime/roce/_fastpath.c)."""
 
+from collections.abc import Sequence
 from typing import Any
 
 MAX_SEGS: int
@@ -66,7 +67,7 @@ def rx_burst(
 def rpc_round_trip(
     fd: int,
     ip: bytes,
-    out: list[bytes | bytearray | memoryview],
+    out: Sequence[bytes | bytearray | memoryview],
     gso_seg: int,
     qpn: int,
     req_psn: int,
@@ -104,6 +105,19 @@ def naa_receive(
     local_port: int,
     /,
 ) -> tuple[int, int, int, bytes, int, int, tuple[Any, int, int, int, int, int] | None]: ...
+def build_round_trip(
+    req_state: int,
+    ack_state: int,
+    dqp_word: int,
+    psn: int,
+    payload: bytes | bytearray | memoryview,
+    va: int,
+    rkey: int,
+    imm: int,
+    ack_psn: int,
+    aeth: int,
+    /,
+) -> bytes: ...
 def send_write_imm(
     fd: int,
     ip: bytes,

@@ -241,7 +241,7 @@ class Endpoint:
         self._spin_now = 0.0
         self._rt_buf = bytearray(4 * (65536 + 64))
         self._rt_mv = memoryview(self._rt_buf)
-        self._rt_states: dict[tuple[str, int], tuple[bytes, int, int]] = {}
+        self._rt_states: dict[tuple[str, int, int], tuple[bytes, int, int, int, int]] = {}
         self._rt_timers_at = 0.0
         self._packed: dict[str, bytes] = {}
 
@@ -939,25 +939,29 @@ class Endpoint:
             n = target.nbytes
             if not qp.memory.writable(target_rkey, target_va, n):
                 return False
-            planned = qp.round_trip_packets(local, remote_va, rkey, imm)
-            if planned is None:  # not idle
+            started = qp.round_trip_start()
+            if started is None:  # not idle
                 return False
-            psn, epsn, pkts = planned
+            psn, epsn, ack_psn, aeth = started
             peer = entry[1]
-            acked = len(pkts) > 1
+            acked = ack_psn >= 0
+            req_len = BTH_LEN + RETH_LEN + 4 + local.nbytes + (-local.nbytes & 3) + ICRC_LEN
             reply_len = BTH_LEN + RETH_LEN + 4 + n + (-n & 3) + ICRC_LEN
-            small = self._small_datagram(peer, pkts)
-            assert small is not None  # the ACK is the shorter packet
-            bufs, seg, total = small
-            key = (peer, reply_len)
+            key = (peer, reply_len, req_len)
             states = self._rt_states.get(key)
             if states is None:
                 states = (
                     socket.inet_aton(peer),
                     self._rx_state(peer, ROCE_UDP_PORT, 20, 0),
                     self._rx_state(peer, ROCE_UDP_PORT, reply_len, 0),
+                    self._tx_states(peer, req_len)[0],
+                    self._tx_states(peer, 20)[1],
                 )
                 self._rt_states[key] = states
+            out = _fastpath.build_round_trip(
+                states[3], states[4], qp.dqp_word, psn, local, remote_va, rkey, imm, ack_psn, aeth
+            )
+            total = len(out)
             t0 = time.monotonic()
             rto = qp.rto
             dl = t0 + rto if deadline is None else min(deadline, t0 + rto)
@@ -965,8 +969,8 @@ class Endpoint:
             status, err, dgrams = _fastpath.rpc_round_trip(
                 self._sock.fileno(),
                 states[0],
-                bufs,
-                seg if acked else 0,
+                (out,),
+                req_len if acked else 0,
                 qp.qpn,
                 psn,
                 epsn,
@@ -980,7 +984,7 @@ class Endpoint:
             )
             now = time.monotonic()
             stats = self.stats
-            stats.packets_tx += len(pkts)
+            stats.packets_tx += 2 if acked else 1
             stats.bytes_tx += total
             buf = self._rt_buf
             if status == _RT_OK:
@@ -1023,7 +1027,7 @@ class Endpoint:
                 )
                 qp.post_recv(wr_id=wr_id)
                 if status == _fastpath.RT_ERROR and not dgrams:
-                    stats.dropped[f"tx_error_{err}"] += len(pkts)  # a timer resends
+                    stats.dropped[f"tx_error_{err}"] += 2 if acked else 1  # a timer resends
                 touched = set()
                 mv = self._rt_mv
                 for off, nbytes, gso, ip, port in dgrams:

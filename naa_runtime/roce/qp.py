@@ -417,6 +417,37 @@ class QueuePair:
                 pkts.append((bytearray(ack), b"", 0))
             return psn, self._epsn, pkts
 
+    def round_trip_start(self) -> tuple[int, int, int, int] | None:
+        """`round_trip_packets` for `_fastpath.build_round_trip`: None unless the QP is
+        `idle`; else the request's PSN, the expected PSN, and the PSN and AETH of the ACK
+        owed behind it (-1 and 0 if none). Changes nothing."""
+        with self._lock:
+            psn = self._assign_psn
+            if not (
+                self.state == _QPSTATE_RTS
+                and not self._fatal
+                and not self._sq
+                and not self._rq
+                and self._cur_view is None
+                and self._rnr_until is None
+                and self._una == self._next_psn == psn
+            ):
+                return None
+            epsn = self._epsn
+            if self._ack_pending:
+                return (
+                    psn,
+                    epsn,
+                    (epsn - 1) & PSN_MASK,
+                    (_SYNDROME_ACK_UNLIMITED << 24) | (self._msn & 0xFFFFFF),
+                )
+            return psn, epsn, -1, 0
+
+    @property
+    def dqp_word(self) -> int:
+        """BTH word 1 of this QP's packets (0xFF, the peer's QP number)."""
+        return self._dqp_word
+
     def round_trip_sent(
         self,
         *,
