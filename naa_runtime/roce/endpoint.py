@@ -67,8 +67,8 @@ _GSO_MAX_BYTES = 65000
 _GSO_MAX_SEGS = 64
 FOREGROUND_LINGER = 0.005
 _RT_TIMER_PERIOD = 0.001
-"""How often a completed compiled round trip runs the endpoint's timers (they only concern
-other QPs then; the minimum retransmit timeout is 4 ms)."""
+"""How often a completed compiled round trip (the host's) or a request taken by the compiled
+receive step (the NAA's) runs the endpoint's timers (the minimum retransmit timeout is 4 ms)."""
 """Seconds the receive thread stays parked after a foreground caller stopped receiving."""
 FOREGROUND_NAP = 0.02
 """While a caller receives, the parked receive thread checks back this often: rarely enough
@@ -778,15 +778,19 @@ class Endpoint:
                 stats.dropped["internal_error"] += 1
             touched.add(qp)
             index = 1
-        src = (socket.inet_ntoa(ip), port)
         if index * seg < nbytes or nbytes == 0:
-            self._on_received(nbytes, seg, src, index, touched)
+            self._on_received(nbytes, seg, (socket.inet_ntoa(ip), port), index, touched)
         if req is None:
             # the rest of a burst (bulk transfers) as before: drain, flush ACKs, timers
             return True if self._round(defer_acks=None, touched=touched) else None
         for qp in touched:
             qp.flush_ack()
-        self._run_timers()
+        # Timers at most once a millisecond while requests keep coming (the minimum
+        # retransmit timeout is 4 ms; an idle loop runs them when its wait times out).
+        now = time.monotonic()
+        if now >= self._rt_timers_at:
+            self._rt_timers_at = now + _RT_TIMER_PERIOD
+            self._run_timers()
         return True
 
     def _spin(self, now: float) -> float:
