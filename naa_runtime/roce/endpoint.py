@@ -994,8 +994,10 @@ class Endpoint:
             if status == _RT_OK:
                 stats.packets_rx += 2
                 stats.bytes_rx += 20 + reply_len
-                off = next(o for o, nb, *_ in dgrams if nb == reply_len)
                 if on_reply is not None:
+                    # RT_OK: exactly the ACK (20 bytes) and the reply, in either order
+                    d0 = dgrams[0]
+                    off = d0[0] if d0[1] == reply_len else dgrams[1][0]
                     qp.commit_round_trip_state(n, t0, now)
                     on_reply(_IMM.unpack_from(buf, off + BTH_LEN + RETH_LEN)[0], n)
                     if done():
@@ -1006,6 +1008,7 @@ class Endpoint:
                         self._rt_timers_at = now + _RT_TIMER_PERIOD
                         self._run_timers()
                     return True
+                off = next(o for o, nb, *_ in dgrams if nb == reply_len)
                 done_list = qp.commit_round_trip(
                     wr_id=wr_id,
                     length=local.nbytes,

@@ -547,7 +547,8 @@ class QueuePair:
             if self._backoff:
                 self._backoff = 0
                 self._set_rto()
-            if self._rtt_psn >= 0 and psn_diff(nxt, self._rtt_psn) > 0:
+            rtt_psn = self._rtt_psn  # >= 0 here; the request's own PSN unless timed earlier
+            if rtt_psn == psn or psn_diff(nxt, rtt_psn) > 0:
                 self._sample_rtt(now)
             self._deadline = None
             # _on_request(RDMA_WRITE_ONLY_WITH_IMMEDIATE) -> _finish_message
