@@ -296,6 +296,10 @@ class QueuePair:
         """Set by the endpoint: sends a one-packet WRITE_ONLY_WITH_IMMEDIATE built in C (an
         RPC's request or reply), False if it cannot now (the caller corked the endpoint)."""
         self._on_completion = on_completion
+        self.on_request: Callable[[int], bool] | None = None
+        """Set by an RPC server: takes a request that `_fastpath.naa_receive` completed (its
+        immediate) in full and returns True, or returns False to have its completion
+        reported through `on_completion` as usual (`request_completed`)."""
         self._obs = observer or QpObserver()
         self._lock = threading.RLock()
         self.state = _QPSTATE_RTS
@@ -1398,7 +1402,11 @@ class QueuePair:
 
     def request_completed(self, wr_id: int, length: int, imm: int, b1: int) -> None:
         """Report the completion of a request `_fastpath.naa_receive` took (its state already
-        committed, its ACK sent), as `on_packet` reports it after `_on_request`."""
+        committed, its ACK sent), as `on_packet` reports it after `_on_request`, unless the
+        `on_request` hook took it."""
+        hook = self.on_request
+        if hook is not None and hook(imm):
+            return
         self._on_completion(
             Completion(
                 opcode=_WCOPCODE_RECV_RDMA_WITH_IMM,

@@ -157,6 +157,7 @@ class _Connection:
             memory=self.memory,
             on_completion=self._on_completion,
         )
+        self.qp.on_request = self._on_request
         self.mrsp_buffer = bytearray(RECEIVE_BUFFER)
         self.qp.post_recv(wr_id=_WR_MRSP, buffer=memoryview(self.mrsp_buffer))
         self.rep = Rep(
@@ -338,6 +339,22 @@ class _Connection:
                 finally:
                     self._rpc_lock.release()
         self.completions.put(c)
+
+    def _on_request(self, imm: int) -> bool:
+        """The QP's `on_request` (a request the compiled receive step took, on the receive
+        thread): `_on_completion`'s inline-kernel case without building the `Completion`;
+        False for anything else (`_on_completion` then gets it)."""
+        if not self.serving or not self._rpc_lock.acquire(blocking=False):
+            return False
+        try:
+            fn = imm & 0x7F
+            kernel = self.server.kernels(fn) if imm & 0x80 and fn else None
+            if kernel is None or not getattr(kernel, "inline", False):
+                return False
+            self._run_inline(kernel, fn, imm)
+            return True
+        finally:
+            self._rpc_lock.release()
 
     def _run_inline(self, kernel: Kernel, fn: int, imm: int) -> None:
         """An RPC whose kernel declared itself inline (it returns within microseconds and never
