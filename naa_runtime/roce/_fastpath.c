@@ -1106,7 +1106,10 @@ done:
     X(_lock) X(acquire) X(release) X(_fatal) X(_epsn) X(_cur_view) X(config)                  \
     X(ack_before_completion) X(mtu) X(_rq) X(memory) X(_by_rkey) X(access) X(va) X(view)      \
     X(popleft) X(wr_id) X(_msn) X(_cur_len) X(_cur_pos) X(_cur_is_send) X(_nak_sent)          \
-    X(_ack_pending) X(_dqp_word)
+    X(_ack_pending) X(_dqp_word) X(state) X(_una) X(_assign_psn) X(_next_psn) X(_undo)         \
+    X(_backoff) X(_rnr_until) X(_cwnd) X(_ssthresh) X(window) X(_sq) X(first_psn) X(npkts)    \
+    X(_hint) X(is_send) X(length) X(_retries) X(retry_count) X(_rtt_psn) X(_sample_rtt)       \
+    X(_deadline) X(_rto)
 #define DECLARE_NAME(n) static PyObject *s##n;
 NAMES(DECLARE_NAME)
 
@@ -1305,6 +1308,199 @@ out:
     return r;
 }
 
+static inline long psn_diff24(unsigned long a, unsigned long b) {
+    long d = (long)((a - b) & PSN_MASK);
+    return d >= 0x800000 ? d - 0x1000000 : d;
+}
+
+PyDoc_STRVAR(
+    ack_step_doc,
+    "ack_step(qp, psn, aeth, now, /) -> tuple | None\n\n"
+    "QueuePair.on_packet for a plain ACK (AETH syndrome class ACK) of `psn` at time `now`,\n"
+    "compiled, in the common case: the QP ready to send, not in error, no RNR wait, no timeout\n"
+    "backoff or window undo pending, `psn` acknowledging at least one packet not yet\n"
+    "acknowledged and nothing left to send afterwards. The acknowledged work requests are\n"
+    "retired and una, the window, the retry count, the RTT estimate (qp._sample_rtt) and the\n"
+    "retransmit deadline updated as _on_ack/_ack_through update them; returns the retired\n"
+    "WRs as ((wr_id, is_send, length), ...) for their completions. None, changing nothing,\n"
+    "for anything else (a NAK, a duplicate, the QP's lock held by another thread, ...): the\n"
+    "per-packet path takes the ACK.");
+
+static PyObject *fp_ack_step(PyObject *self, PyObject *args) {
+    PyObject *qp, *nowobj;
+    unsigned long psn, aeth;
+    if (!PyArg_ParseTuple(args, "OkkO!:ack_step", &qp, &psn, &aeth, &PyFloat_Type, &nowobj))
+        return NULL;
+    if (psn > PSN_MASK) {
+        PyErr_SetString(PyExc_ValueError, "bad PSN");
+        return NULL;
+    }
+    if (((aeth >> 24) & 0xE0) != 0) Py_RETURN_NONE; /* a NAK or RNR NAK: the reference */
+    PyObject *result = NULL, *lock = NULL, *cfg = NULL, *sq = NULL, *retired = NULL;
+    PyObject *cwnd = NULL, *ss = NULL, *win = NULL, *x = NULL, *v = NULL, *res;
+    int locked = 0, t;
+    unsigned long una, assign, next, rtt_psn;
+    lock = PyObject_GetAttr(qp, s_lock);
+    if (lock == NULL) goto fail;
+    res = PyObject_CallMethodOneArg(lock, sacquire, Py_False);
+    if (res == NULL) goto fail;
+    locked = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    if (locked <= 0) {
+        locked = 0;
+        goto fallback;
+    }
+    unsigned long st, backoff;
+    if (get_ul(qp, sstate, &st) < 0) goto fail;
+    if (st != 3) goto fallback; /* QpState.RTS */
+    v = PyObject_GetAttr(qp, s_undo);
+    if (v == NULL) goto fail;
+    if (v != Py_None) goto fallback;
+    Py_CLEAR(v);
+    v = PyObject_GetAttr(qp, s_rnr_until);
+    if (v == NULL) goto fail;
+    if (v != Py_None) goto fallback;
+    Py_CLEAR(v);
+    if (get_ul(qp, s_backoff, &backoff) < 0) goto fail;
+    if (backoff != 0) goto fallback;
+    if (get_ul(qp, s_una, &una) < 0 || get_ul(qp, s_assign_psn, &assign) < 0 ||
+        get_ul(qp, s_next_psn, &next) < 0)
+        goto fail;
+    long d_new = psn_diff24(psn, una);
+    if (d_new < 0 || psn_diff24(psn, assign) >= 0) goto fallback; /* a duplicate, or beyond */
+    unsigned long new_una = (psn + 1) & PSN_MASK;
+    unsigned long new_next = psn_diff24(next, new_una) < 0 ? new_una : next;
+    if (new_next != assign) goto fallback; /* _pump would send: the reference */
+    /* every check passed: _ack_through(psn) */
+    cfg = PyObject_GetAttr(qp, sconfig);
+    if (cfg == NULL) goto fail;
+    win = PyObject_GetAttr(cfg, swindow);
+    cwnd = PyObject_GetAttr(qp, s_cwnd);
+    ss = PyObject_GetAttr(qp, s_ssthresh);
+    sq = PyObject_GetAttr(qp, s_sq);
+    if (win == NULL || cwnd == NULL || ss == NULL || sq == NULL) goto fail;
+    retired = PyList_New(0);
+    if (retired == NULL) goto fail;
+    if (set_ul(qp, s_una, new_una) < 0) goto fail;
+    PyObject *acked = PyLong_FromLong(d_new + 1);
+    if (acked == NULL) goto fail;
+    if ((t = PyObject_RichCompareBool(cwnd, ss, Py_LT)) < 0) {
+        Py_DECREF(acked);
+        goto fail;
+    }
+    if (t) {
+        x = PyNumber_Add(cwnd, acked); /* cwnd + acked */
+    } else {
+        /* cwnd + 16.0 * acked / cwnd */
+        PyObject *k = PyFloat_FromDouble(16.0 * (double)(d_new + 1));
+        PyObject *q = k ? PyNumber_TrueDivide(k, cwnd) : NULL;
+        x = q ? PyNumber_Add(cwnd, q) : NULL;
+        Py_XDECREF(k);
+        Py_XDECREF(q);
+    }
+    Py_DECREF(acked);
+    if (x == NULL) goto fail;
+    /* min(window, x): x only if it is smaller */
+    if ((t = PyObject_RichCompareBool(x, win, Py_LT)) < 0) goto fail;
+    if (PyObject_SetAttr(qp, s_cwnd, t ? x : win) < 0) goto fail;
+    unsigned long hint;
+    if (get_ul(qp, s_hint, &hint) < 0) goto fail;
+    for (;;) {
+        Py_ssize_t len = PyObject_Size(sq);
+        if (len < 0) goto fail;
+        if (len == 0) break;
+        PyObject *w = PySequence_GetItem(sq, 0);
+        if (w == NULL) goto fail;
+        unsigned long first, npkts;
+        if (get_ul(w, sfirst_psn, &first) < 0 || get_ul(w, snpkts, &npkts) < 0) {
+            Py_DECREF(w);
+            goto fail;
+        }
+        if (psn_diff24(new_una, (first + npkts) & PSN_MASK) < 0) {
+            Py_DECREF(w);
+            break;
+        }
+        PyObject *wid = PyObject_GetAttr(w, swr_id);
+        PyObject *isq = wid ? PyObject_GetAttr(w, sis_send) : NULL;
+        PyObject *ln = isq ? PyObject_GetAttr(w, slength) : NULL;
+        PyObject *item = ln ? PyTuple_Pack(3, wid, isq, ln) : NULL;
+        Py_XDECREF(wid);
+        Py_XDECREF(isq);
+        Py_XDECREF(ln);
+        Py_DECREF(w);
+        if (item == NULL) goto fail;
+        int ar = PyList_Append(retired, item);
+        Py_DECREF(item);
+        if (ar < 0) goto fail;
+        res = PyObject_CallMethodNoArgs(sq, spopleft);
+        if (res == NULL) goto fail;
+        Py_DECREF(res);
+        if (hint > 0) hint--;
+    }
+    if (set_ul(qp, s_hint, hint) < 0) goto fail;
+    /* _undo is None (checked); next_psn, the retries; _backoff is 0 (checked) */
+    if (new_next != next && set_ul(qp, s_next_psn, new_next) < 0) goto fail;
+    v = PyObject_GetAttr(cfg, sretry_count);
+    if (v == NULL || PyObject_SetAttr(qp, s_retries, v) < 0) goto fail;
+    Py_CLEAR(v);
+    /* _on_ack: the RTT sample, the deadline; _pump has nothing to send (checked) */
+    v = PyObject_GetAttr(qp, s_rtt_psn);
+    if (v == NULL) goto fail;
+    long rp = PyLong_AsLong(v);
+    Py_CLEAR(v);
+    if (rp == -1 && PyErr_Occurred()) goto fail;
+    rtt_psn = (unsigned long)rp;
+    if (rp >= 0 && psn_diff24(new_una, rtt_psn) > 0) {
+        res = PyObject_CallMethodOneArg(qp, s_sample_rtt, nowobj);
+        if (res == NULL) goto fail;
+        Py_DECREF(res);
+    }
+    if (new_una == new_next) {
+        if (PyObject_SetAttr(qp, s_deadline, Py_None) < 0) goto fail;
+    } else {
+        v = PyObject_GetAttr(qp, s_rto);
+        if (v == NULL) goto fail;
+        PyObject *dl = PyNumber_Add(nowobj, v);
+        Py_CLEAR(v);
+        if (dl == NULL) goto fail;
+        int sr = PyObject_SetAttr(qp, s_deadline, dl);
+        Py_DECREF(dl);
+        if (sr < 0) goto fail;
+    }
+    result = PyList_AsTuple(retired);
+    goto out;
+fallback:
+    result = Py_NewRef(Py_None);
+    goto out;
+fail:
+    result = NULL;
+out:
+    if (locked) {
+        PyObject *exc_t, *exc_v, *exc_tb;
+        PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
+        res = PyObject_CallMethodNoArgs(lock, srelease);
+        if (res == NULL) {
+            Py_CLEAR(result);
+            Py_XDECREF(exc_t);
+            Py_XDECREF(exc_v);
+            Py_XDECREF(exc_tb);
+        } else {
+            Py_DECREF(res);
+            PyErr_Restore(exc_t, exc_v, exc_tb);
+        }
+    }
+    Py_XDECREF(lock);
+    Py_XDECREF(cfg);
+    Py_XDECREF(sq);
+    Py_XDECREF(retired);
+    Py_XDECREF(cwnd);
+    Py_XDECREF(ss);
+    Py_XDECREF(win);
+    Py_XDECREF(x);
+    Py_XDECREF(v);
+    return result;
+}
+
 /* "a.b.c.d" of a 4-byte IPv4 address, as socket.inet_ntoa writes it (out: 16 bytes). */
 static void format_ipv4(const unsigned char *a, char *out) {
     for (int i = 0; i < 4; i++) {
@@ -1334,8 +1530,10 @@ PyDoc_STRVAR(
     "of 1..MTU bytes equal to the RETH's DMA length that `qp.memory.resolve` maps; the payload\n"
     "is placed, the QP's responder state committed (PSN, MSN, receive consumed) and its ACK\n"
     "sent (without the GIL). `request` is then (qp, wr_id, imm, length, BTH byte 1, errno of\n"
-    "the ACK's send); the per-packet path goes on with the datagram's further segments (from\n"
-    "index 1). Anything else leaves the QP untouched and returns NR_DGRAM.");
+    "the ACK's send, ack_psn, ack_aeth); the per-packet path goes on with the datagram's\n"
+    "further segments (from index 1). ack_psn >= 0: the datagram's only further segment is a\n"
+    "20-byte ACK for that QP (TVer 0, valid P_Key, ICRC verified) of that PSN and AETH, for\n"
+    "`ack_step` (-1 otherwise). Anything else leaves the QP untouched and returns NR_DGRAM.");
 
 static PyObject *fp_naa_receive(PyObject *self, PyObject *args) {
     int fd, wake_fd, timeout_ms;
@@ -1477,9 +1675,21 @@ static PyObject *fp_naa_receive(PyObject *self, PyObject *args) {
                 Py_BEGIN_ALLOW_THREADS
                 aerr = send_iov(fd, &to, &aiov, 1);
                 Py_END_ALLOW_THREADS
-                req = Py_BuildValue("(NOIniI)", qp, wr_id, (unsigned int)get_be32(p + 28),
+                /* the ACK the host sends behind its request (for our previous reply): one
+                 * 20-byte segment that Endpoint._on_datagram would pass to this QP */
+                long ack_psn = -1;
+                unsigned long ack_aeth = 0;
+                const unsigned char *q = b + seglen;
+                if (n - seglen == 20 && q[0] == 0x11 && (q[1] & 0x0F) == 0 &&
+                    (q[2] & 0x7F) == 0x7F && q[3] == 0xFF && (get_be32(q + 4) & PSN_MASK) == qpn &&
+                    icrc_ok(q, 20,
+                            prefix_crc(a, local_ip.buf, ntohs(from.sin_port), local_port, 20, 1))) {
+                    ack_psn = (long)(get_be32(q + 8) & PSN_MASK);
+                    ack_aeth = get_be32(q + 12);
+                }
+                req = Py_BuildValue("(NOIniIlk)", qp, wr_id, (unsigned int)get_be32(p + 28),
                                     seglen - ICRC_LEN - ((p[1] >> 4) & 3) - REQ_HDR,
-                                    (int)p[1], (unsigned int)aerr);
+                                    (int)p[1], (unsigned int)aerr, ack_psn, ack_aeth);
                 qp = NULL; /* the tuple holds it */
                 if (req == NULL) goto done;
                 status = NR_REQUEST;
@@ -1512,6 +1722,7 @@ static PyMethodDef methods[] = {
     {"send_write_imm", fp_send_write_imm, METH_VARARGS, send_write_imm_doc},
     {"build_round_trip", fp_build_round_trip, METH_VARARGS, build_round_trip_doc},
     {"naa_receive", fp_naa_receive, METH_VARARGS, naa_receive_doc},
+    {"ack_step", fp_ack_step, METH_VARARGS, ack_step_doc},
     {NULL, NULL, 0, NULL},
 };
 

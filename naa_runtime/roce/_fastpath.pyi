@@ -104,7 +104,12 @@ def naa_receive(
     local_ip: bytes,
     local_port: int,
     /,
-) -> tuple[int, int, int, bytes, int, int, tuple[Any, int, int, int, int, int] | None]: ...
+) -> tuple[
+    int, int, int, bytes, int, int, tuple[Any, int, int, int, int, int, int, int] | None
+]: ...
+def ack_step(
+    qp: Any, psn: int, aeth: int, now: float, /
+) -> tuple[tuple[int, bool, int], ...] | None: ...
 def build_round_trip(
     req_state: int,
     ack_state: int,

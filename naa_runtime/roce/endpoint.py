@@ -763,7 +763,7 @@ class Endpoint:
         touched: set[QueuePair] = set()
         index = 0
         if req is not None:  # the latency path: straight to the completion (and the reply)
-            qp, wr_id, imm, length, b1, err = req
+            qp, wr_id, imm, length, b1, err, ack_psn, aeth = req
             stats = self.stats
             stats.packets_rx += 1
             stats.bytes_rx += seg
@@ -778,6 +778,19 @@ class Endpoint:
                 stats.dropped["internal_error"] += 1
             touched.add(qp)
             index = 1
+            # The ACK behind the request (for our previous reply), after the reply: in C
+            # where it is plain (`ack_step`), else the per-packet path below takes it.
+            if ack_psn >= 0:
+                try:
+                    taken = qp.ack_compiled(ack_psn, aeth, time.monotonic())
+                except Exception:  # as _round: counted and dropped (the peer resends)
+                    log.exception("dropping an ACK from %s:%d", socket.inet_ntoa(ip), port)
+                    stats.dropped["internal_error"] += 1
+                    taken = True
+                if taken:
+                    stats.packets_rx += 1
+                    stats.bytes_rx += 20
+                    index = 2
         if index * seg < nbytes or nbytes == 0:
             self._on_received(nbytes, seg, (socket.inet_ntoa(ip), port), index, touched)
         if req is None:

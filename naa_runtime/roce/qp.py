@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple, Protocol
 
-from naa_runtime.roce._fastpath import rx_burst
+from naa_runtime.roce._fastpath import ack_step, rx_burst
 from naa_runtime.roce.memory import MemoryTable, RemoteAccessError
 from naa_runtime.roce.packets import (
     BTH_LEN,
@@ -1397,6 +1397,27 @@ class QueuePair:
                     solicited=se,
                 )
             )
+
+    def ack_compiled(self, psn: int, aeth: int, now: float) -> bool:
+        """`on_packet` for a plain ACK of `psn` (AETH `aeth`) through `_fastpath.ack_step` (the
+        ACK the host sends behind its next request, which `_fastpath.naa_receive` found and
+        verified): the acknowledged WRs retired and the requester state updated as `_on_ack`
+        updates it, their completions reported. False, having changed nothing, where
+        `ack_step` leaves the ACK to `on_packet` (a NAK, a duplicate, data still to send, a
+        timeout backoff, ...)."""
+        retired = ack_step(self, psn, aeth, now)
+        if retired is None:
+            return False
+        for wr_id, is_send, length in retired:
+            self._on_completion(
+                Completion(
+                    opcode=_WCOPCODE_SEND if is_send else _WCOPCODE_RDMA_WRITE,
+                    status=_WCSTATUS_SUCCESS,
+                    wr_id=wr_id,
+                    byte_len=length,
+                )
+            )
+        return True
 
     # ------------------------------------------------------------------------ teardown
 

@@ -199,7 +199,16 @@ def test_a_common_request_is_placed_committed_and_acknowledged_as_the_codec_buil
             ROCE_UDP_PORT,
             0,
         )
-        assert req == (naa.qp, 2, 0x00002A83, len(payload), 0x80 | (-len(payload) & 3) << 4, 0)
+        assert req == (
+            naa.qp,
+            2,
+            0x00002A83,
+            len(payload),
+            0x80 | (-len(payload) & 3) << 4,
+            0,
+            -1,  # no ACK behind it
+            0,
+        )
         assert naa.region[: len(payload)] == payload
         # the ACK: what QueuePair._send_ack and the endpoint send, from packets.py
         assert naa.host.recv(100) == naa.ack(psn, msn=k + 1)
@@ -359,10 +368,13 @@ def test_the_request_ahead_of_a_piggybacked_ack_is_taken_and_the_ack_left(naa: N
         0,
         (naa.ep.address, ROCE_UDP_PORT),
     )
-    status, nbytes, seg, *_rest = naa.receive()
+    status, nbytes, seg, _ip, _port, _wake, r = naa.receive()
     assert status == _fastpath.NR_REQUEST
     assert (nbytes, seg) == (len(req) + len(ack), len(req))
     assert bytes(naa.ep._rx_buf[seg:nbytes])[:16] == ack[:16]
+    # its ICRC covers IP ID 0, not the 1 of a second GSO segment: not for ack_step
+    assert r is not None
+    assert r[6:] == (-1, 0)
 
 
 def test_send_small_sends_what_the_codec_builds_and_clears_byte_4(naa: Naa) -> None:
@@ -511,3 +523,158 @@ def test_post_reply_leaves_the_wire_and_the_qp_as_post_write(naa: Naa) -> None:
         assert len(naa.qp._sq) == 2
     finally:
         other.close()
+
+
+# --------------------------------------------------------- the ACK behind a request (ack_step)
+
+
+def _host_ack(n: Naa, psn: int, *, syndrome: int = Syndrome.ACK_UNLIMITED, ip_id: int = 1) -> bytes:
+    """The ACK the host sends behind its request (GSO segment 1: IP ID 1 in its ICRC)."""
+    body = encode_bth(BTH(opcode=Opcode.ACKNOWLEDGE, dest_qp=n.qp.qpn, psn=psn)) + encode_aeth(
+        AETH(syndrome=syndrome, msn=1)
+    )
+    icrc = compute_icrc(
+        body=body,
+        src=socket.inet_aton(n.host_ip),
+        dst=socket.inet_aton(n.ep.address),
+        sport=ROCE_UDP_PORT,
+        ip_id=ip_id,
+    )
+    return body + icrc
+
+
+def _full_requester_state(qp: QueuePair) -> dict[str, object]:
+    return _requester_state(qp) | {
+        "deadline": qp._deadline,
+        "window": (qp._cwnd, type(qp._cwnd), qp._ssthresh, qp._hint),
+        "retry": (qp._retries, qp._backoff, qp._undo, qp._rnr_until, qp.state),
+        "rtt": (qp._srtt, qp._rttvar, qp._rto, qp._rtt_psn, qp._rtt_t0),
+    }
+
+
+def _two_replies_out(n: Naa, first: int, sizes: tuple[int, ...] = (2, 3)) -> None:
+    """`len(sizes)` replies sent from PSN `first` (as the server posts them), the wire drained."""
+    qp = n.qp
+    qp._assign_psn = qp._next_psn = qp._high = qp._una = first
+    for k, size in enumerate(sizes):
+        qp.post_reply(10 + k, memoryview(bytes(size)), 0x2000, 0x77, 0x500)
+        n.host.recv(100)
+
+
+@pytest.mark.parametrize(
+    ("acked", "cwnd", "ssthresh", "rtt_timed"),
+    [
+        (0, 16.0, 1e9, True),  # the first of two: a deadline for the second
+        (1, 16.0, 1e9, True),  # both: no deadline
+        (1, 5.5, 2.0, True),  # additive growth
+        (1, 16383.9, 1e9, False),  # capped at the window (16384, an int), the RTT not timed
+    ],
+)
+def test_a_plain_ack_in_c_leaves_the_qp_as_on_packet(
+    acked: int, cwnd: float, ssthresh: float, rtt_timed: bool
+) -> None:
+    ns = (Naa(), Naa())
+    try:
+        outs = []
+        for n, compiled in zip(ns, (False, True), strict=True):
+            qp = n.qp
+            qp._cwnd, qp._ssthresh, qp._hint = cwnd, ssthresh, 1
+            _two_replies_out(n, 0xFFFFFE)
+            qp._rtt_t0 = 100.0  # the same clock for both
+            qp._deadline = 100.0 + qp._rto
+            if not rtt_timed:
+                qp._rtt_psn = -1
+            qp._retries = 1
+            n.completions.clear()
+            psn = (0xFFFFFE + acked) & 0xFFFFFF
+            now = 100.000_05
+            if compiled:
+                assert qp.ack_compiled(psn, Syndrome.ACK_UNLIMITED << 24 | 1, now) is True
+            else:
+                body = _host_ack(n, psn)[:-4]
+                qp.on_packet(memoryview(body), Opcode.ACKNOWLEDGE, 0, psn, now)
+            outs.append((_full_requester_state(qp), list(n.completions)))
+        assert outs[0] == outs[1]
+        assert (outs[1][0]["rtt"][0] > 0) == rtt_timed  # srtt: the round trip was sampled
+        assert [c.wr_id for c in outs[1][1]] == [10, 11][: acked + 1]
+        assert all(c.opcode == WcOpcode.RDMA_WRITE for c in outs[1][1])
+    finally:
+        for n in ns:
+            n.close()
+
+
+def _fallback_acks(n: Naa) -> dict[str, tuple[int, int]]:
+    ack = Syndrome.ACK_UNLIMITED << 24
+    return {
+        "nak": (0xFFFFFE, Syndrome.NAK_PSN_SEQUENCE_ERROR << 24),
+        "rnr": (0xFFFFFE, Syndrome.RNR_NAK << 24),
+        "duplicate": (0xFFFFFD, ack),
+        "beyond": (0x000000, ack),
+    }
+
+
+def test_anything_but_a_plain_ack_of_new_psns_is_left_to_on_packet(naa: Naa) -> None:
+    qp = naa.qp
+    _two_replies_out(naa, 0xFFFFFE)
+    for name, (psn, aeth) in _fallback_acks(naa).items():
+        before = _full_requester_state(qp)
+        assert qp.ack_compiled(psn, aeth, qp._rtt_t0 + 0.001) is False, name
+        assert _full_requester_state(qp) == before, name
+    psn, aeth = 0xFFFFFE, Syndrome.ACK_UNLIMITED << 24
+    for attr, value in (
+        ("_backoff", 1),
+        ("_undo", (8.0, 4.0)),
+        ("_rnr_until", 1.0),
+        ("state", 6),
+        ("_next_psn", 0xFFFFFE),  # a resend pending: _pump would send
+    ):
+        old = getattr(qp, attr)
+        setattr(qp, attr, value)
+        before = _full_requester_state(qp)
+        assert qp.ack_compiled(psn, aeth, qp._rtt_t0 + 0.001) is False, attr
+        assert _full_requester_state(qp) == before, attr
+        setattr(qp, attr, old)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with qp._lock:
+            held.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(5)
+    try:
+        assert qp.ack_compiled(psn, aeth, qp._rtt_t0 + 0.001) is False
+    finally:
+        release.set()
+        t.join()
+    assert len(qp._sq) == 2
+    assert naa.completions == []
+
+
+@pytest.mark.parametrize("ip_id", [1, 0])
+def test_the_ack_behind_a_request_is_taken_in_c_or_by_the_per_packet_path(
+    naa: Naa, ip_id: int
+) -> None:
+    """A request and the host's ACK for the previous reply as one GSO batch: with a valid
+    ICRC for segment 1 the ACK goes to ack_step and retires the reply; with one for IP ID 0
+    both paths refuse it (bad ICRC) and the reply stays outstanding."""
+    _two_replies_out(naa, 0xFFFFFE, sizes=(2,))
+    naa.completions.clear()
+    req = naa.request(b"\x05")
+    ack = _host_ack(naa, 0xFFFFFE, ip_id=ip_id)
+    naa.host.sendmsg(
+        [req, ack], [(17, 103, len(req).to_bytes(2, "little"))], 0, (naa.ep.address, ROCE_UDP_PORT)
+    )
+    naa.ep._running = True
+    assert naa.ep._receive_compiled(2000, 0) is True
+    s = naa.ep.stats
+    assert (s.packets_rx, s.bytes_rx) == (2, len(req) + len(ack))
+    assert [(c.opcode, c.wr_id) for c in naa.completions] == [
+        (WcOpcode.RECV_RDMA_WITH_IMM, 2),
+        *([(WcOpcode.RDMA_WRITE, 10)] if ip_id == 1 else []),
+    ]
+    assert len(naa.qp._sq) == (0 if ip_id == 1 else 1)
+    assert dict(s.dropped) == ({} if ip_id == 1 else {"bad_icrc": 1})
