@@ -732,8 +732,9 @@ class Endpoint:
         """One step of the receive loop through `_fastpath.naa_receive` (rx lock held): wait
         (busy-polling `spin_ns` first) up to `timeout_ms` for a datagram; an RPC request of the
         common case comes back placed, committed and acknowledged, and its completion is
-        reported here (an inline kernel replies from it); every other datagram, and the
-        segments behind such a request, take the per-packet path. True if something arrived,
+        reported here (an inline kernel replies from it), then a plain ACK behind it goes to
+        `QueuePair.ack_compiled`; every other datagram, and any other segment behind such a
+        request, take the per-packet path. True if something arrived,
         None once the endpoint is closed."""
         try:
             status, nbytes, seg, ip, port, wake, req = _fastpath.naa_receive(
