@@ -553,7 +553,21 @@ class QueuePair:
                 self._set_rto()
             rtt_psn = self._rtt_psn  # >= 0 here; the request's own PSN unless timed earlier
             if rtt_psn == psn or psn_diff(nxt, rtt_psn) > 0:
-                self._sample_rtt(now)
+                # _sample_rtt(now) then _set_rto() (backoff is 0 here), inline
+                r = now - self._rtt_t0
+                self._rtt_psn = -1
+                if r >= 0:
+                    srtt = self._srtt
+                    if srtt == 0.0:
+                        srtt, rttvar = r, r / 2
+                    else:
+                        rttvar = 0.75 * self._rttvar + 0.25 * abs(srtt - r)
+                        srtt = 0.875 * srtt + 0.125 * r
+                    self._srtt, self._rttvar = srtt, rttvar
+                    if srtt == 0.0:
+                        self._rto = cfg.ack_timeout
+                    else:
+                        self._rto = min(cfg.ack_timeout, max(cfg.min_rto, srtt + 4 * rttvar))
             self._deadline = None
             # _on_request(RDMA_WRITE_ONLY_WITH_IMMEDIATE) -> _finish_message
             self._msn = (self._msn + 1) & 0xFFFFFF

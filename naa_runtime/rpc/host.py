@@ -189,7 +189,10 @@ class HostConnection:
         self.rpc_count = 0
         self.return_code = 0
         self.bytes_received = 0
-        self._cond = threading.Condition()
+        # the condition's lock, held directly on the compiled round trip's path (`with` on
+        # an RLock is C; on a Condition it is a Python-level __enter__/__exit__)
+        self._cond_lock = threading.RLock()
+        self._cond = threading.Condition(self._cond_lock)
         self._cm_reply: CmMessage | None = None
         self._local_comm_id = secrets.randbits(32) or 1
         self._remote_comm_id = 0
@@ -526,20 +529,20 @@ class HostConnection:
         mr = self.host_mrs[o]
         return r.view[:n], a.naa_va, a.naa_rkey, self.regions[o].view, mr.va, mr.rkey
 
-    def _on_fast_reply(self, imm: int, nbytes: int) -> None:
+    def _on_fast_reply(self, imm: int, nbytes: int) -> bool:
         """`Endpoint.rpc_call`'s report of a round trip finished in C: the request's write
         completed and the reply (`imm`, `nbytes` bytes placed) arrived, which
         `_on_completion` would record from the two completions; it does so itself if the
-        connection is not in the state `call` left it in."""
-        with self._cond:
-            if self._pending_writes == 1 and self.state == _STATE_DATA_SENDING:
+        connection is not in the state `call` left it in. Returns `_rpc_done()`."""
+        with self._cond_lock:
+            if self._pending_writes == 1 and self.state is _STATE_DATA_SENDING:
                 self._pending_writes = 0
                 self._reply = None
                 self.return_code = imm >> 8
                 self.bytes_received = nbytes
                 self.state = _STATE_FINISHED
                 self._cond.notify_all()
-                return
+                return True
         self._on_completion(
             Completion(opcode=_WCOPCODE_RDMA_WRITE, status=_WCSTATUS_SUCCESS, wr_id=2, byte_len=0)
         )
@@ -553,6 +556,7 @@ class HostConnection:
                 solicited=True,
             )
         )
+        return self._rpc_done()
 
     def _rpc_done(self) -> bool:
         return self.state not in (_STATE_DATA_SENDING, _STATE_DATA_RECEIVING)
@@ -588,34 +592,45 @@ class HostConnection:
         MTU) takes the compiled round trip of `Endpoint.rpc_call` when the connection is
         idle; anything unusual on the way goes on through the per-packet path and `wait`."""
         end = None if timeout is None else time.monotonic() + timeout
-        qp = self._check_invoke(fn_code)
-        plan = self._fast_plan()
+        # _check_invoke, inline
+        if not 1 <= fn_code <= 127:
+            raise ValueError(f"fn code {fn_code} is outside 1..127 (bit 7 marks host→NAA)")
+        qp = self.qp
+        if qp is None:
+            raise HostError("not connected: call connect() first")
+        st = self.state
+        if st is not _STATE_MRSP_DONE and st is not _STATE_FINISHED:
+            raise HostError(f"cannot invoke in state {st.name}")
+        try:  # _fast_plan, inline
+            plan = self._plans[self.rpc_count == 0]
+        except KeyError:
+            plan = self._fast_plan()
         dev = self._device
         posted = False
         if plan is not None and dev is not None:
-            with self._cond:
+            with self._cond_lock:
                 before = self.state
-                if before not in (_STATE_MRSP_DONE, _STATE_FINISHED):
+                if before is not _STATE_MRSP_DONE and before is not _STATE_FINISHED:
                     raise HostError(f"cannot invoke in state {before.name}")
                 self.state = _STATE_DATA_SENDING
                 self._reply = None
                 self._pending_writes = 1
                 self.rpc_count += 1
             local, va, rkey, target, target_va, target_rkey = plan
-            posted = dev.endpoint.rpc_call(
-                qp,
-                wr_id=2,
-                local=local,
-                remote_va=va,
-                rkey=rkey,
-                imm=((user & 0xFFFFFF) << 8) | 0x80 | fn_code,
-                target=target,
-                target_va=target_va,
-                target_rkey=target_rkey,
-                on_completion=self._on_completion,
-                done=self._rpc_done,
-                deadline=end,
-                on_reply=self._on_fast_reply,
+            posted = dev.endpoint.rpc_call(  # by position: wr_id, local, remote_va, rkey, imm,
+                qp,  # target, target_va, target_rkey, on_completion, done, deadline, on_reply
+                2,
+                local,
+                va,
+                rkey,
+                ((user & 0xFFFFFF) << 8) | 0x80 | fn_code,
+                target,
+                target_va,
+                target_rkey,
+                self._on_completion,
+                self._rpc_done,
+                end,
+                self._on_fast_reply,
             )
             if posted:
                 if self.state == _STATE_FINISHED:  # as wait() would find it

@@ -332,3 +332,44 @@ def test_a_queue_pair_that_is_not_idle_starts_no_round_trip(pair: Pair) -> None:
     qp.post_recv(wr_id=1)
     assert qp.round_trip_start() is None
     assert qp.round_trip_packets(memoryview(b"x"), 0, 1, 2) is None
+
+
+@pytest.mark.parametrize(
+    ("srtt", "rttvar", "t0", "now"),
+    [
+        (0.0, 0.0, 10.0, 10.000080),  # the first sample
+        (0.000090, 0.000020, 10.0, 10.000070),  # a later one
+        (0.005, 0.001, 10.0, 10.000050),  # a shorter one than the estimate
+        (0.000090, 0.000020, 10.0, 9.5),  # a clock other than time.monotonic: no sample
+        (0.0, 0.0, 10.0, 10.0),  # zero: the ACK timeout stays the RTO
+    ],
+)
+def test_the_committed_round_trip_samples_the_rtt_as_the_per_packet_path(
+    pair: Pair, srtt: float, rttvar: float, t0: float, now: float
+) -> None:
+    """`commit_round_trip_state` folds the request's round trip into the estimate inline; the
+    same estimate, RTO and timing state as `_sample_rtt` (the per-packet path's `_on_ack`)."""
+    qps: list[QueuePair] = [
+        pair.ep.create_qp(
+            peer_ip=pair.naa_ip,
+            peer_qpn=0x42,
+            send_psn=REQ_PSN,
+            expect_psn=EPSN,
+            memory=MemoryTable(),
+            on_completion=lambda c: None,
+        )
+        for _ in range(2)
+    ]
+    for qp in qps:
+        qp._srtt, qp._rttvar = srtt, rttvar
+        qp._set_rto()
+    fast, ref = qps
+    fast.commit_round_trip_state(1, t0, now)
+    ref._rtt_psn, ref._rtt_t0 = REQ_PSN, t0
+    ref._sample_rtt(now)
+    assert (fast._srtt, fast._rttvar, fast._rto, fast._rtt_psn) == (
+        ref._srtt,
+        ref._rttvar,
+        ref._rto,
+        ref._rtt_psn,
+    )
