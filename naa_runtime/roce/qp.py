@@ -470,26 +470,7 @@ class QueuePair:
         with self._lock:
             if acked:
                 self._ack_pending = False
-            psn = self._assign_psn
-            self._sq.append(
-                _Wr(
-                    wr_id=wr_id,
-                    is_send=False,
-                    local=local,
-                    remote_va=remote_va,
-                    rkey=rkey,
-                    imm=imm,
-                    solicited=True,
-                    first_psn=psn,
-                    npkts=1,
-                )
-            )
-            self._assign_psn = self._next_psn = self._high = (psn + 1) & PSN_MASK
-            if self._rtt_psn < 0:
-                self._rtt_psn = psn
-                self._rtt_t0 = t0
-            if self._deadline is None:
-                self._deadline = t0 + self._rto
+            self._sent_single(wr_id, False, local, remote_va, rkey, imm, True, t0)
 
     def commit_round_trip(
         self,
@@ -625,25 +606,7 @@ class QueuePair:
                     now = time.monotonic()
                     # (the lock is held: its ACK cannot be handled before the state below)
                     if send(self._dqp_word, psn, local, remote_va, rkey, imm, True):
-                        self._sq.append(
-                            _Wr(
-                                wr_id=wr_id,
-                                is_send=False,
-                                local=local,
-                                remote_va=remote_va,
-                                rkey=rkey,
-                                imm=imm,
-                                solicited=True,
-                                first_psn=psn,
-                                npkts=1,
-                            )
-                        )
-                        self._assign_psn = self._next_psn = self._high = (psn + 1) & PSN_MASK
-                        if self._rtt_psn < 0:
-                            self._rtt_psn = psn
-                            self._rtt_t0 = now
-                        if self._deadline is None:
-                            self._deadline = now + self._rto
+                        self._sent_single(wr_id, False, local, remote_va, rkey, imm, True, now)
                         return
                     # the endpoint cannot send it now (corked): the general path queues it
         self.post_write(
@@ -755,24 +718,8 @@ class QueuePair:
             local = local.cast("B")
         n = local.nbytes
         psn = self._assign_psn
-        self._sq.append(
-            _Wr(
-                wr_id=wr_id,
-                is_send=is_send,
-                local=local,
-                remote_va=remote_va,
-                rkey=rkey,
-                imm=imm,
-                solicited=solicited,
-                first_psn=psn,
-                npkts=1,
-            )
-        )
-        self._assign_psn = self._next_psn = self._high = (psn + 1) & PSN_MASK
         now = time.monotonic()
-        if self._rtt_psn < 0:
-            self._rtt_psn = psn
-            self._rtt_t0 = now
+        self._sent_single(wr_id, is_send, local, remote_va, rkey, imm, solicited, now)
         send = self.send_write_imm
         if (
             send is None
@@ -789,6 +736,39 @@ class QueuePair:
             if imm is not None:
                 hdr += _IMM.pack(imm)
             self._transmit([(hdr, local, pad)])
+
+    def _sent_single(  # noqa: PLR0917 - the latency paths call it positionally
+        self,
+        wr_id: int,
+        is_send: bool,
+        local: memoryview,
+        remote_va: int,
+        rkey: int,
+        imm: int | None,
+        solicited: bool,
+        now: float,
+    ) -> None:
+        """Record a one-packet message as sent at `now` with the next PSN (lock held): queued
+        until its ACK, the PSNs advanced, the round trip timed and the retransmit timer armed
+        if idle. `_post_single`, `post_reply` and `round_trip_sent` share it."""
+        psn = self._assign_psn
+        self._sq.append(
+            _Wr(
+                wr_id=wr_id,
+                is_send=is_send,
+                local=local,
+                remote_va=remote_va,
+                rkey=rkey,
+                imm=imm,
+                solicited=solicited,
+                first_psn=psn,
+                npkts=1,
+            )
+        )
+        self._assign_psn = self._next_psn = self._high = (psn + 1) & PSN_MASK
+        if self._rtt_psn < 0:
+            self._rtt_psn = psn
+            self._rtt_t0 = now
         if self._deadline is None:
             self._deadline = now + self._rto
 
