@@ -115,6 +115,18 @@ class Pair:
         self.naa.close()
         self.ep.stop()
 
+    def qp(self) -> QueuePair:
+        """A fresh host QP towards the NAA socket (peer QPN 0x42, PSNs REQ_PSN / EPSN)."""
+        qp: QueuePair = self.ep.create_qp(
+            peer_ip=self.naa_ip,
+            peer_qpn=0x42,
+            send_psn=REQ_PSN,
+            expect_psn=EPSN,
+            memory=MemoryTable(),
+            on_completion=lambda c: None,
+        )
+        return qp
+
 
 @pytest.fixture
 def pair() -> Iterator[Pair]:
@@ -257,14 +269,7 @@ def test_bad_arguments_are_refused(pair: Pair) -> None:
 
 
 def test_an_idle_queue_pair_is_what_the_round_trip_starts_from(pair: Pair) -> None:
-    qp: QueuePair = pair.ep.create_qp(
-        peer_ip=pair.naa_ip,
-        peer_qpn=0x42,
-        send_psn=REQ_PSN,
-        expect_psn=EPSN,
-        memory=MemoryTable(),
-        on_completion=lambda c: None,
-    )
+    qp = pair.qp()
     assert qp.idle()
     assert (qp.next_send_psn, qp.expected_psn) == (REQ_PSN, EPSN)
     qp.post_recv(wr_id=1)
@@ -280,14 +285,7 @@ def test_the_compiled_request_is_the_reference_packets_byte_for_byte(
     `Endpoint.rpc_call` sends) gives the bytes `round_trip_packets` and `_small_datagram`
     give (the Python build, checked against the reference wire above), with and without
     the ACK owed behind the request."""
-    qp: QueuePair = pair.ep.create_qp(
-        peer_ip=pair.naa_ip,
-        peer_qpn=0x42,
-        send_psn=REQ_PSN,
-        expect_psn=EPSN,
-        memory=MemoryTable(),
-        on_completion=lambda c: None,
-    )
+    qp = pair.qp()
     if ack_owed:
         qp._ack_pending = True
         qp._msn = 0x123456
@@ -321,14 +319,7 @@ def test_the_compiled_request_is_the_reference_packets_byte_for_byte(
 
 
 def test_a_queue_pair_that_is_not_idle_starts_no_round_trip(pair: Pair) -> None:
-    qp: QueuePair = pair.ep.create_qp(
-        peer_ip=pair.naa_ip,
-        peer_qpn=0x42,
-        send_psn=REQ_PSN,
-        expect_psn=EPSN,
-        memory=MemoryTable(),
-        on_completion=lambda c: None,
-    )
+    qp = pair.qp()
     qp.post_recv(wr_id=1)
     assert qp.round_trip_start() is None
     assert qp.round_trip_packets(memoryview(b"x"), 0, 1, 2) is None
@@ -349,17 +340,7 @@ def test_the_committed_round_trip_samples_the_rtt_as_the_per_packet_path(
 ) -> None:
     """`commit_round_trip_state` folds the request's round trip into the estimate inline; the
     same estimate, RTO and timing state as `_sample_rtt` (the per-packet path's `_on_ack`)."""
-    qps: list[QueuePair] = [
-        pair.ep.create_qp(
-            peer_ip=pair.naa_ip,
-            peer_qpn=0x42,
-            send_psn=REQ_PSN,
-            expect_psn=EPSN,
-            memory=MemoryTable(),
-            on_completion=lambda c: None,
-        )
-        for _ in range(2)
-    ]
+    qps: list[QueuePair] = [pair.qp() for _ in range(2)]
     for qp in qps:
         qp._srtt, qp._rttvar = srtt, rttvar
         qp._set_rto()
