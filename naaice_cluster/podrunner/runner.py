@@ -255,7 +255,6 @@ class PodWorker(threading.Thread):
         spec = self._exec_spec(container, volumes, argv)
         if not spec["namespaces"] and spec["mounts"]:
             env["NAAICE_MOUNT_ROOT"] = self._fallback_mount_root(rec.name, spec["mounts"])
-        (self.dir / f"{rec.name}.exec.json").write_text(json.dumps(spec))  # for debugging
         try:
             cmd = launch_argv(spec)
         except OSError as exc:  # a mount point that cannot be created
