@@ -11,6 +11,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 
 #include <errno.h>
 #include <arpa/inet.h>
@@ -598,6 +599,73 @@ static int icrc_ok(const unsigned char *p, Py_ssize_t n, uint32_t state) {
     return crc == get_le32(p + n - ICRC_LEN);
 }
 
+/* One sendmsg of `iov` to `to` (with UDP_SEGMENT `gso_seg` unless 0), GIL released by the
+ * caller: 0, or the errno of the failed send. */
+static int send_gso(int fd, const struct sockaddr_in *to, struct iovec *iov, size_t n,
+                    Py_ssize_t gso_seg) {
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } sctrl;
+    struct msghdr smsg;
+    memset(&smsg, 0, sizeof smsg);
+    smsg.msg_name = (void *)to;
+    smsg.msg_namelen = sizeof *to;
+    smsg.msg_iov = iov;
+    smsg.msg_iovlen = n;
+    if (gso_seg) {
+        memset(&sctrl, 0, sizeof sctrl);
+        smsg.msg_control = sctrl.buf;
+        smsg.msg_controllen = sizeof sctrl.buf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&smsg);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t g = (uint16_t)gso_seg;
+        memcpy(CMSG_DATA(cm), &g, sizeof g);
+    }
+    ssize_t sr;
+    do {
+        sr = sendmsg(fd, &smsg, 0);
+    } while (sr < 0 && errno == EINTR);
+    return sr < 0 ? errno : 0;
+}
+
+PyDoc_STRVAR(send_round_trip_doc,
+             "send_round_trip(fd, ip, out, gso_seg, /) -> errno\n\n"
+             "Send the finished datagram(s) `out` (one buffer, ICRCs included: what\n"
+             "build_round_trip returns) to ip:4791 in one sendmsg, with UDP_SEGMENT `gso_seg`\n"
+             "unless 0, without the GIL: rpc_round_trip's send, for a caller that has work to\n"
+             "do while the peer answers (it then calls rpc_round_trip with no `out`). Returns 0,\n"
+             "or the errno of the failed send.");
+
+static PyObject *fp_send_round_trip(PyObject *self, PyObject *args) {
+    int fd;
+    Py_buffer ip, out;
+    Py_ssize_t gso_seg;
+    if (!PyArg_ParseTuple(args, "iy*y*n:send_round_trip", &fd, &ip, &out, &gso_seg)) return NULL;
+    PyObject *r = NULL;
+    if (ip.len != 4 || gso_seg < 0 || gso_seg > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "bad address or gso");
+        goto done;
+    }
+    struct sockaddr_in to;
+    memset(&to, 0, sizeof to);
+    to.sin_family = AF_INET;
+    to.sin_port = htons(4791);
+    memcpy(&to.sin_addr, ip.buf, 4);
+    struct iovec iov = {out.buf, (size_t)out.len};
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = send_gso(fd, &to, &iov, 1, gso_seg);
+    Py_END_ALLOW_THREADS
+    r = PyLong_FromLong(err);
+done:
+    PyBuffer_Release(&ip);
+    PyBuffer_Release(&out);
+    return r;
+}
+
 PyDoc_STRVAR(
     rpc_round_trip_doc,
     "rpc_round_trip(fd, ip, out, gso_seg, qpn, req_psn, epsn, ack_state, reply_state,\n"
@@ -605,8 +673,9 @@ PyDoc_STRVAR(
     "    -> (status, errno, dgrams)\n\n"
     "The socket side of an RPC's round trip on the host, without the GIL: send the finished\n"
     "datagram(s) `out` (a sequence of buffers, ICRCs included; one sendmsg to ip:4791, with\n"
-    "UDP_SEGMENT `gso_seg` unless 0), then receive from the UDP socket `fd` (busy-polling with\n"
-    "sched_yield for `spin_ns` after the send and after each datagram, then blocking in poll)\n"
+    "UDP_SEGMENT `gso_seg` unless 0; nothing if `out` is empty: the caller sent them with\n"
+    "send_round_trip), then receive from the UDP socket `fd` (busy-polling with sched_yield\n"
+    "for `spin_ns` after the send and after each datagram, then blocking in poll)\n"
     "until both of these arrived from ip:4791, in either order, each as a datagram of its own:\n"
     "  * the ACK of the request: 20 bytes, ACKNOWLEDGE, BTH byte 1 zero, valid P_Key, dest QP\n"
     "    `qpn`, PSN `req_psn`, an ACK syndrome (bits 7..5 zero), ICRC valid against\n"
@@ -660,8 +729,8 @@ static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
     }
     seq = PySequence_Fast(out, "out must be a sequence of buffers");
     if (seq == NULL) goto done;
-    if (PySequence_Fast_GET_SIZE(seq) > 8 || PySequence_Fast_GET_SIZE(seq) < 1) {
-        PyErr_SetString(PyExc_ValueError, "out must hold 1 to 8 buffers");
+    if (PySequence_Fast_GET_SIZE(seq) > 8) {
+        PyErr_SetString(PyExc_ValueError, "out must hold 0 to 8 buffers");
         goto done;
     }
     for (; nparts < PySequence_Fast_GET_SIZE(seq); nparts++) {
@@ -688,35 +757,8 @@ static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
         iov[i].iov_base = parts[i].buf;
         iov[i].iov_len = (size_t)parts[i].len;
     }
-    union {
-        char buf[CMSG_SPACE(sizeof(uint16_t))];
-        struct cmsghdr align;
-    } sctrl;
-    struct msghdr smsg;
-    memset(&smsg, 0, sizeof smsg);
-    smsg.msg_name = &to;
-    smsg.msg_namelen = sizeof to;
-    smsg.msg_iov = iov;
-    smsg.msg_iovlen = (size_t)nparts;
-    if (gso_seg) {
-        memset(&sctrl, 0, sizeof sctrl);
-        smsg.msg_control = sctrl.buf;
-        smsg.msg_controllen = sizeof sctrl.buf;
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&smsg);
-        cm->cmsg_level = SOL_UDP;
-        cm->cmsg_type = UDP_SEGMENT;
-        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t g = (uint16_t)gso_seg;
-        memcpy(CMSG_DATA(cm), &g, sizeof g);
-    }
-    ssize_t sr;
-    do {
-        sr = sendmsg(fd, &smsg, 0);
-    } while (sr < 0 && errno == EINTR);
-    if (sr < 0) {
+    if (nparts > 0 && (err = send_gso(fd, &to, iov, (size_t)nparts, gso_seg)) != 0)
         status = RT_ERROR;
-        err = errno;
-    }
     int64_t now = mono_ns();
     int64_t deadline = now + timeout_ns, spin_until = now + spin_ns;
     while (status == RT_OK) {
@@ -1108,8 +1150,8 @@ done:
     X(popleft) X(wr_id) X(_msn) X(_cur_len) X(_cur_pos) X(_cur_is_send) X(_nak_sent)          \
     X(_ack_pending) X(_dqp_word) X(state) X(_una) X(_assign_psn) X(_next_psn) X(_undo)         \
     X(_backoff) X(_rnr_until) X(_cwnd) X(_ssthresh) X(window) X(_sq) X(first_psn) X(npkts)    \
-    X(_hint) X(is_send) X(length) X(_retries) X(retry_count) X(_rtt_psn) X(_sample_rtt)       \
-    X(_deadline) X(_rto)
+    X(_hint) X(is_send) X(length) X(_retries) X(retry_count) X(_rtt_psn) X(_rtt_t0)           \
+    X(_srtt) X(_rttvar) X(min_rto) X(ack_timeout) X(_deadline) X(_rto)
 #define DECLARE_NAME(n) static PyObject *s##n;
 NAMES(DECLARE_NAME)
 
@@ -1135,6 +1177,57 @@ static int get_truth(PyObject *o, PyObject *name) {
     int t = PyObject_IsTrue(v);
     Py_DECREF(v);
     return t;
+}
+
+static int get_double(PyObject *o, PyObject *name, double *out) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL) return -1;
+    *out = PyFloat_AsDouble(v);
+    Py_DECREF(v);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int set_double(PyObject *o, PyObject *name, double value) {
+    PyObject *v = PyFloat_FromDouble(value);
+    if (v == NULL) return -1;
+    int r = PyObject_SetAttr(o, name, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* QueuePair._sample_rtt(now) then its _set_rto() with no backoff (the caller checked
+ * _backoff == 0), in C with the same double arithmetic in the same order: the Python
+ * method call from C cost ~2 us of the NAA's turnaround. 0, or -1 with an exception. */
+static int sample_rtt(PyObject *qp, PyObject *cfg, double now) {
+    double t0, srtt, rttvar;
+    if (get_double(qp, s_rtt_t0, &t0) < 0) return -1;
+    double r = now - t0;
+    PyObject *minus1 = PyLong_FromLong(-1);
+    if (minus1 == NULL) return -1;
+    int sr = PyObject_SetAttr(qp, s_rtt_psn, minus1);
+    Py_DECREF(minus1);
+    if (sr < 0) return -1;
+    if (r < 0) return 0; /* a caller's clock other than time.monotonic (tests) */
+    if (get_double(qp, s_srtt, &srtt) < 0 || get_double(qp, s_rttvar, &rttvar) < 0) return -1;
+    if (srtt == 0.0) {
+        srtt = r;
+        rttvar = r / 2;
+    } else {
+        rttvar = 0.75 * rttvar + 0.25 * fabs(srtt - r);
+        srtt = 0.875 * srtt + 0.125 * r;
+    }
+    if (set_double(qp, s_srtt, srtt) < 0 || set_double(qp, s_rttvar, rttvar) < 0) return -1;
+    double ack_timeout, min_rto, rto;
+    if (get_double(cfg, sack_timeout, &ack_timeout) < 0) return -1;
+    if (srtt == 0.0) {
+        rto = ack_timeout;
+    } else {
+        if (get_double(cfg, smin_rto, &min_rto) < 0) return -1;
+        double base = srtt + 4 * rttvar;
+        if (min_rto > base) base = min_rto; /* max(min_rto, base): min_rto on a tie */
+        rto = ack_timeout < base ? ack_timeout : base; /* min(ack_timeout, base) */
+    }
+    return set_double(qp, s_rto, rto);
 }
 
 static int set_ul(PyObject *o, PyObject *name, unsigned long value) {
@@ -1320,7 +1413,7 @@ PyDoc_STRVAR(
     "compiled, in the common case: the QP ready to send, not in error, no RNR wait, no timeout\n"
     "backoff or window undo pending, `psn` acknowledging at least one packet not yet\n"
     "acknowledged and nothing left to send afterwards. The acknowledged work requests are\n"
-    "retired and una, the window, the retry count, the RTT estimate (qp._sample_rtt) and the\n"
+    "retired and una, the window, the retry count, the RTT estimate (as qp._sample_rtt) and the\n"
     "retransmit deadline updated as _on_ack/_ack_through update them; returns the retired\n"
     "WRs as ((wr_id, is_send, length), ...) for their completions. None, changing nothing,\n"
     "for anything else (a NAK, a duplicate, the QP's lock held by another thread, ...): the\n"
@@ -1451,9 +1544,7 @@ static PyObject *fp_ack_step(PyObject *self, PyObject *args) {
     if (rp == -1 && PyErr_Occurred()) goto fail;
     rtt_psn = (unsigned long)rp;
     if (rp >= 0 && psn_diff24(new_una, rtt_psn) > 0) {
-        res = PyObject_CallMethodOneArg(qp, s_sample_rtt, nowobj);
-        if (res == NULL) goto fail;
-        Py_DECREF(res);
+        if (sample_rtt(qp, cfg, PyFloat_AS_DOUBLE(nowobj)) < 0) goto fail;
     }
     if (new_una == new_next) {
         if (PyObject_SetAttr(qp, s_deadline, Py_None) < 0) goto fail;
@@ -1717,6 +1808,7 @@ static PyMethodDef methods[] = {
     {"rx_middle_run", fp_rx_middle_run, METH_VARARGS, rx_middle_run_doc},
     {"rx_burst", fp_rx_burst, METH_VARARGS, rx_burst_doc},
     {"rpc_round_trip", fp_rpc_round_trip, METH_VARARGS, rpc_round_trip_doc},
+    {"send_round_trip", fp_send_round_trip, METH_VARARGS, send_round_trip_doc},
     {"prefix_state", fp_prefix_state, METH_VARARGS, prefix_state_doc},
     {"send_small", fp_send_small, METH_VARARGS, send_small_doc},
     {"send_write_imm", fp_send_write_imm, METH_VARARGS, send_write_imm_doc},

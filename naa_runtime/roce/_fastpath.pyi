@@ -81,6 +81,9 @@ def rpc_round_trip(
     place: tuple[bytearray | memoryview, int, int] | None = None,
     /,
 ) -> tuple[int, int, tuple[tuple[int, int, int, bytes, int], ...]]: ...
+def send_round_trip(
+    fd: int, ip: bytes, out: bytes | bytearray | memoryview, gso_seg: int, /
+) -> int: ...
 def prefix_state(
     src: bytes, dst: bytes, sport: int, dport: int, udp_payload_len: int, ip_id: int = 0, /
 ) -> int: ...

@@ -53,6 +53,7 @@ from naa_runtime.roce.qp import (
     QpObserver,
     QueuePair,
     TransportConfig,
+    round_trip_completions,
 )
 
 SOL_UDP = 17
@@ -695,19 +696,32 @@ class Endpoint:
                 time.sleep(FOREGROUND_NAP if self._fg else max(0.0002, self._fg_until - now))
                 continue
             with self._rx_lock:
-                if self._foreground():  # a caller arrived meanwhile
+                if self._foreground():  # a caller arrived meanwhile (a method: mypy narrows)
                     continue
-                self._flush_deferred()
-                dl = self._next_deadline()
-                timeout_ms = 200 if dl is None else max(0, min(200, int((dl - now) * 1000) + 1))
+                if self._deferred:
+                    self._flush_deferred()
                 if compiled:
-                    spin = self._spin(now) - (now - active)
-                    got = self._receive_compiled(timeout_ms, int(spin * 1e9) if spin > 0 else 0)
+                    # Busy-poll what is left of the spin window since the last packet, and
+                    # only then wait, bounded by the timers (the next lap, once the window
+                    # closed): between a reply and the next request this lap is the NAA's
+                    # turnaround, which must stay shorter than the host's.
+                    spin = (
+                        self._spin_now if now < self._spin_checked + 1.0 else self._spin(now)
+                    ) - (now - active)
+                    if spin > 0:
+                        got = self._receive_compiled(0, int(spin * 1e9))
+                    else:
+                        dl = self._next_deadline()
+                        got = self._receive_compiled(
+                            200 if dl is None else max(0, min(200, int((dl - now) * 1000) + 1)), 0
+                        )
                     if got is None:
                         return
                     if got:
                         active = time.monotonic()
                     continue
+                dl = self._next_deadline()
+                timeout_ms = 200 if dl is None else max(0, min(200, int((dl - now) * 1000) + 1))
                 if now - active < self._spin(now):
                     timeout_ms = 0  # busy-poll: the next packet of a round trip finds us awake
                     os.sched_yield()
@@ -794,11 +808,12 @@ class Endpoint:
                     index = 2
         if index * seg < nbytes or nbytes == 0:
             self._on_received(nbytes, seg, (socket.inet_ntoa(ip), port), index, touched)
+            if req is not None:  # the per-packet path may owe ACKs (the request's went out)
+                for qp in touched:
+                    qp.flush_ack()
         if req is None:
             # the rest of a burst (bulk transfers) as before: drain, flush ACKs, timers
             return True if self._round(defer_acks=None, touched=touched) else None
-        for qp in touched:
-            qp.flush_ack()
         # Timers at most once a millisecond while requests keep coming (the minimum
         # retransmit timeout is 4 ms; an idle loop runs them when its wait times out).
         now = time.monotonic()
@@ -965,8 +980,6 @@ class Endpoint:
             ):
                 return False
             n = target.nbytes
-            if not qp.memory.writable(target_rkey, target_va, n):
-                return False
             started = qp.round_trip_start()
             if started is None:  # not idle
                 return False
@@ -989,31 +1002,56 @@ class Endpoint:
             out = _fastpath.build_round_trip(
                 states[3], states[4], qp.dqp_word, psn, local, remote_va, rkey, imm, ack_psn, aeth
             )
-            total = len(out)
+            fd = self._sock.fileno()
             t0 = time.monotonic()
-            rto = qp.rto
-            dl = t0 + rto if deadline is None else min(deadline, t0 + rto)
+            err = _fastpath.send_round_trip(fd, states[0], out, req_len if acked else 0)
+            # What follows, up to the wait, overlaps the request's flight and the NAA's work
+            # (off the round trip): the counters, and the QP's state as the finished round
+            # trip leaves it (undone below if it does not finish so).
             deferred.discard(qp)
-            status, err, dgrams = _fastpath.rpc_round_trip(
-                self._sock.fileno(),
-                states[0],
-                (out,),
-                req_len if acked else 0,
-                qp.qpn,
-                psn,
-                epsn,
-                states[1],
-                states[2],
-                reply_len,
-                int((self._spin_now if t0 < self._spin_checked + 1.0 else self._spin(t0)) * 1e9),
-                int(max(0.0, dl - t0) * 1e9),
-                self._rt_buf,
-                (target, target_va, target_rkey),
-            )
-            now = time.monotonic()
             stats = self.stats
             stats.packets_tx += 2 if acked else 1
-            stats.bytes_tx += total
+            stats.bytes_tx += len(out)
+            dgrams: tuple[tuple[int, int, int, bytes, int], ...] = ()
+            if err:
+                status = _RT_ERROR
+                now = time.monotonic()
+            elif not qp.memory.writable(target_rkey, target_va, n):
+                # not the target of a reply placed in C: the per-packet path takes the reply
+                status = _RT_FALLBACK
+                now = time.monotonic()
+            else:
+                rto = qp.rto
+                dl = t0 + rto if deadline is None else min(deadline, t0 + rto)
+                speculated = qp.round_trip_speculate(n, t0)
+                try:
+                    status, err, dgrams = _fastpath.rpc_round_trip(
+                        fd,
+                        states[0],
+                        (),
+                        0,
+                        qp.qpn,
+                        psn,
+                        epsn,
+                        states[1],
+                        states[2],
+                        reply_len,
+                        int(
+                            (self._spin_now if t0 < self._spin_checked + 1.0 else self._spin(t0))
+                            * 1e9
+                        ),
+                        int(max(0.0, dl - t0) * 1e9),
+                        self._rt_buf,
+                        (target, target_va, target_rkey),
+                    )
+                except BaseException:
+                    qp.round_trip_abort(speculated)
+                    raise
+                now = time.monotonic()
+                if status == _RT_OK:
+                    qp.round_trip_confirm(speculated, now)
+                else:
+                    qp.round_trip_abort(speculated)
             buf = self._rt_buf
             if status == _RT_OK:
                 stats.packets_rx += 2
@@ -1022,7 +1060,6 @@ class Endpoint:
                     # RT_OK: exactly the ACK (20 bytes) and the reply, in either order
                     d0 = dgrams[0]
                     off = d0[0] if d0[1] == reply_len else dgrams[1][0]
-                    qp.commit_round_trip_state(n, t0, now)
                     if on_reply(_IMM.unpack_from(buf, off + BTH_LEN + RETH_LEN)[0], n):
                         deferred.add(qp)
                     else:
@@ -1032,15 +1069,13 @@ class Endpoint:
                         self._run_timers()
                     return True
                 off = next(o for o, nb, *_ in dgrams if nb == reply_len)
-                done_list = qp.commit_round_trip(
+                done_list = round_trip_completions(
                     wr_id=wr_id,
                     length=local.nbytes,
                     recv_wr_id=wr_id,
                     reply_bytes=n,
                     imm=_IMM.unpack_from(buf, off + BTH_LEN + RETH_LEN)[0],
                     b1=buf[off + 1],
-                    t0=t0,
-                    now=now,
                 )
                 for c in done_list:
                     on_completion(c)
@@ -1056,7 +1091,7 @@ class Endpoint:
                     t0=t0,
                 )
                 qp.post_recv(wr_id=wr_id)
-                if status == _fastpath.RT_ERROR and not dgrams:
+                if status == _RT_ERROR and not dgrams:
                     stats.dropped[f"tx_error_{err}"] += 2 if acked else 1  # a timer resends
                 touched = set()
                 mv = self._rt_mv
@@ -1402,6 +1437,8 @@ def _tx_error(err: int) -> str:
 
 _NR_NONE = _fastpath.NR_NONE
 _RT_OK = _fastpath.RT_OK
+_RT_FALLBACK = _fastpath.RT_FALLBACK
+_RT_ERROR = _fastpath.RT_ERROR
 _NR_ERROR = _fastpath.NR_ERROR
 
 # Enum members used on the hot paths, looked up once (an IntEnum class attribute costs

@@ -11,6 +11,7 @@ and by the connection owners (posting work requests).
 
 from __future__ import annotations
 
+import operator
 import struct
 import threading
 import time
@@ -300,6 +301,11 @@ class QueuePair:
         """Set by an RPC server: takes a request that `_fastpath.naa_receive` completed (its
         immediate) in full and returns True, or returns False to have its completion
         reported through `on_completion` as usual (`request_completed`)."""
+        self.signal_writes = True
+        """Report the successful completion of each RDMA WRITE (verbs' `sq_sig_all`). An RPC
+        server that has no use for its reply writes' completions turns it off (as posting
+        them without IBV_SEND_SIGNALED): their ACKs then retire them without building and
+        reporting a completion. SENDs, and every failed WR, are reported either way."""
         self._obs = observer or QpObserver()
         self._lock = threading.RLock()
         self.state = _QPSTATE_RTS
@@ -492,74 +498,110 @@ class QueuePair:
         tests/integration/runtime/dataplane/test_compiled_round_trip.py compares the state
         with the per-packet path's."""
         self.commit_round_trip_state(reply_bytes, t0, now)
-        return [
-            Completion(
-                opcode=_WCOPCODE_RDMA_WRITE, status=_WCSTATUS_SUCCESS, wr_id=wr_id, byte_len=length
-            ),
-            Completion(
-                opcode=_WCOPCODE_RECV_RDMA_WITH_IMM,
-                status=_WCSTATUS_SUCCESS,
-                wr_id=recv_wr_id,
-                byte_len=reply_bytes,
-                imm=imm,
-                solicited=bool(b1 & 0x80),
-            ),
-        ]
+        return round_trip_completions(
+            wr_id=wr_id,
+            length=length,
+            recv_wr_id=recv_wr_id,
+            reply_bytes=reply_bytes,
+            imm=imm,
+            b1=b1,
+        )
 
     def commit_round_trip_state(self, reply_bytes: int, t0: float, now: float) -> None:
         """`commit_round_trip`'s state change without building its two completions (for a
-        caller that takes the outcome as it is: `Endpoint.rpc_call` with `on_reply`)."""
+        caller that takes the outcome as it is)."""
         with self._lock:
-            psn = self._assign_psn
-            nxt = (psn + 1) & PSN_MASK
-            # _post_single
-            self._assign_psn = self._next_psn = self._high = nxt
-            if self._rtt_psn < 0:
-                self._rtt_psn = psn
-                self._rtt_t0 = t0
-            # _on_ack -> _ack_through(psn)
-            self._una = nxt
-            cfg = self.config
-            cwnd = self._cwnd
-            if cwnd < self._ssthresh:
-                self._cwnd = min(cfg.window, cwnd + 1)
+            if self._commit_round_trip(reply_bytes, t0):
+                self._sample_rtt_inline(now)
+
+    def round_trip_speculate(self, reply_bytes: int, t0: float) -> tuple[tuple[object, ...], bool]:
+        """`commit_round_trip_state` but for its RTT sample, made before the outcome is known:
+        `Endpoint.rpc_call` calls it once the request is on its way, so that this work
+        overlaps the peer's instead of following the reply. The QP's lock stays held (no
+        other thread sees the state) until `round_trip_confirm` (the round trip finished as
+        expected: the RTT sample at `now`) or `round_trip_abort` (it did not: the state as it
+        was, for `round_trip_sent`), which take what this returns."""
+        self._lock.acquire()
+        try:
+            return _round_trip_fields(self), self._commit_round_trip(reply_bytes, t0)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def round_trip_confirm(self, speculated: tuple[tuple[object, ...], bool], now: float) -> None:
+        """The round trip `round_trip_speculate` committed finished at `now`: its RTT sample,
+        then the QP's lock released."""
+        try:
+            if speculated[1]:
+                self._sample_rtt_inline(now)
+        finally:
+            self._lock.release()
+
+    def round_trip_abort(self, speculated: tuple[tuple[object, ...], bool]) -> None:
+        """The round trip `round_trip_speculate` committed did not finish as expected: every
+        field it changed back as it was, then the QP's lock released."""
+        try:
+            for name, value in zip(_ROUND_TRIP_FIELDS, speculated[0], strict=True):
+                setattr(self, name, value)
+        finally:
+            self._lock.release()
+
+    def _commit_round_trip(self, reply_bytes: int, t0: float) -> bool:
+        """`commit_round_trip_state` up to its RTT sample (lock held; it changes only the
+        fields of `_ROUND_TRIP_FIELDS`); True if the sample is due."""
+        psn = self._assign_psn
+        nxt = (psn + 1) & PSN_MASK
+        # _post_single
+        self._assign_psn = self._next_psn = self._high = nxt
+        if self._rtt_psn < 0:
+            self._rtt_psn = psn
+            self._rtt_t0 = t0
+        # _on_ack -> _ack_through(psn)
+        self._una = nxt
+        cfg = self.config
+        cwnd = self._cwnd
+        if cwnd < self._ssthresh:
+            self._cwnd = min(cfg.window, cwnd + 1)
+        else:
+            self._cwnd = min(cfg.window, cwnd + 16.0 / cwnd)
+        if self._hint:
+            self._hint -= 1
+        self._undo = None
+        self._retries = cfg.retry_count
+        if self._backoff:
+            self._backoff = 0
+            self._set_rto()
+        self._deadline = None
+        # _on_request(RDMA_WRITE_ONLY_WITH_IMMEDIATE) -> _finish_message
+        self._msn = (self._msn + 1) & 0xFFFFFF
+        self._cur_len = self._cur_pos = reply_bytes
+        self._cur_is_send = False
+        self._cur_view = None
+        self._epsn = (self._epsn + 1) & PSN_MASK
+        self._nak_sent = False
+        # the reply asks for an ACK (AckReq); the host defers it (ack_before_completion
+        # off), as `_on_request` does with a completion to report
+        self._ack_pending = True
+        rtt_psn = self._rtt_psn  # >= 0 here; the request's own PSN unless timed earlier
+        return rtt_psn == psn or psn_diff(nxt, rtt_psn) > 0
+
+    def _sample_rtt_inline(self, now: float) -> None:
+        """`_sample_rtt(now)` then `_set_rto()` with no backoff, inline (lock held)."""
+        r = now - self._rtt_t0
+        self._rtt_psn = -1
+        if r >= 0:
+            srtt = self._srtt
+            if srtt == 0.0:
+                srtt, rttvar = r, r / 2
             else:
-                self._cwnd = min(cfg.window, cwnd + 16.0 / cwnd)
-            if self._hint:
-                self._hint -= 1
-            self._undo = None
-            self._retries = cfg.retry_count
-            if self._backoff:
-                self._backoff = 0
-                self._set_rto()
-            rtt_psn = self._rtt_psn  # >= 0 here; the request's own PSN unless timed earlier
-            if rtt_psn == psn or psn_diff(nxt, rtt_psn) > 0:
-                # _sample_rtt(now) then _set_rto() (backoff is 0 here), inline
-                r = now - self._rtt_t0
-                self._rtt_psn = -1
-                if r >= 0:
-                    srtt = self._srtt
-                    if srtt == 0.0:
-                        srtt, rttvar = r, r / 2
-                    else:
-                        rttvar = 0.75 * self._rttvar + 0.25 * abs(srtt - r)
-                        srtt = 0.875 * srtt + 0.125 * r
-                    self._srtt, self._rttvar = srtt, rttvar
-                    if srtt == 0.0:
-                        self._rto = cfg.ack_timeout
-                    else:
-                        self._rto = min(cfg.ack_timeout, max(cfg.min_rto, srtt + 4 * rttvar))
-            self._deadline = None
-            # _on_request(RDMA_WRITE_ONLY_WITH_IMMEDIATE) -> _finish_message
-            self._msn = (self._msn + 1) & 0xFFFFFF
-            self._cur_len = self._cur_pos = reply_bytes
-            self._cur_is_send = False
-            self._cur_view = None
-            self._epsn = (self._epsn + 1) & PSN_MASK
-            self._nak_sent = False
-            # the reply asks for an ACK (AckReq); the host defers it (ack_before_completion
-            # off), as `_on_request` does with a completion to report
-            self._ack_pending = True
+                rttvar = 0.75 * self._rttvar + 0.25 * abs(srtt - r)
+                srtt = 0.875 * srtt + 0.125 * r
+            self._srtt, self._rttvar = srtt, rttvar
+            cfg = self.config
+            if srtt == 0.0:
+                self._rto = cfg.ack_timeout
+            else:
+                self._rto = min(cfg.ack_timeout, max(cfg.min_rto, srtt + 4 * rttvar))
 
     # ----------------------------------------------------------------------- posting
 
@@ -922,17 +964,19 @@ class QueuePair:
         else:
             self._cwnd = min(self.config.window, self._cwnd + 16.0 * acked / self._cwnd)
         sq = self._sq
+        signal = self.signal_writes
         while sq and psn_diff(self._una, psn_add(sq[0].first_psn, sq[0].npkts)) >= 0:
             w = sq.popleft()
             self._hint = max(0, self._hint - 1)
-            done.append(
-                Completion(
-                    opcode=_WCOPCODE_SEND if w.is_send else _WCOPCODE_RDMA_WRITE,
-                    status=_WCSTATUS_SUCCESS,
-                    wr_id=w.wr_id,
-                    byte_len=w.length,
+            if signal or w.is_send:
+                done.append(
+                    Completion(
+                        opcode=_WCOPCODE_SEND if w.is_send else _WCOPCODE_RDMA_WRITE,
+                        status=_WCSTATUS_SUCCESS,
+                        wr_id=w.wr_id,
+                        byte_len=w.length,
+                    )
                 )
-            )
         undo = self._undo
         if undo is not None:
             if psn_diff(self._una, self._next_psn) > 0:
@@ -1396,13 +1440,16 @@ class QueuePair:
         """`on_packet` for a plain ACK of `psn` (AETH `aeth`) through `_fastpath.ack_step` (the
         ACK the host sends behind its next request, which `_fastpath.naa_receive` found and
         verified): the acknowledged WRs retired and the requester state updated as `_on_ack`
-        updates it, their completions reported. False, having changed nothing, where
-        `ack_step` leaves the ACK to `on_packet` (a NAK, a duplicate, data still to send, a
-        timeout backoff, ...)."""
+        updates it, their completions reported (a write's only while `signal_writes`). False,
+        having changed nothing, where `ack_step` leaves the ACK to `on_packet` (a NAK, a
+        duplicate, data still to send, a timeout backoff, ...)."""
         retired = ack_step(self, psn, aeth, now)
         if retired is None:
             return False
+        signal = self.signal_writes
         for wr_id, is_send, length in retired:
+            if not (signal or is_send):
+                continue
             self._on_completion(
                 Completion(
                     opcode=_WCOPCODE_SEND if is_send else _WCOPCODE_RDMA_WRITE,
@@ -1444,6 +1491,53 @@ class QueuePair:
         for c in done:
             self._on_completion(c)
 
+
+def round_trip_completions(
+    *, wr_id: int, length: int, recv_wr_id: int, reply_bytes: int, imm: int, b1: int
+) -> list[Completion]:
+    """The two completions of a finished compiled round trip (`commit_round_trip`): the
+    request's write of `length` bytes, then the reply's receive (`reply_bytes`, `imm`, its
+    solicited bit from BTH byte 1 `b1`)."""
+    return [
+        Completion(
+            opcode=_WCOPCODE_RDMA_WRITE, status=_WCSTATUS_SUCCESS, wr_id=wr_id, byte_len=length
+        ),
+        Completion(
+            opcode=_WCOPCODE_RECV_RDMA_WITH_IMM,
+            status=_WCSTATUS_SUCCESS,
+            wr_id=recv_wr_id,
+            byte_len=reply_bytes,
+            imm=imm,
+            solicited=bool(b1 & 0x80),
+        ),
+    ]
+
+
+_ROUND_TRIP_FIELDS = (
+    "_assign_psn",
+    "_next_psn",
+    "_high",
+    "_rtt_psn",
+    "_rtt_t0",
+    "_una",
+    "_cwnd",
+    "_hint",
+    "_undo",
+    "_retries",
+    "_backoff",
+    "_rto",
+    "_deadline",
+    "_msn",
+    "_cur_len",
+    "_cur_pos",
+    "_cur_is_send",
+    "_cur_view",
+    "_epsn",
+    "_nak_sent",
+    "_ack_pending",
+)
+"""What `QueuePair._commit_round_trip` may change (`round_trip_abort` restores them)."""
+_round_trip_fields = operator.attrgetter(*_ROUND_TRIP_FIELDS)
 
 # Enum members used on the hot paths, looked up once (an IntEnum class attribute costs
 # ~0.3 µs in CPython 3.11; a module global ~20 ns).
@@ -1487,5 +1581,6 @@ __all__ = [
     "TransportConfig",
     "WcOpcode",
     "WcStatus",
+    "round_trip_completions",
     "syndrome_name",
 ]

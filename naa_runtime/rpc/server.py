@@ -388,6 +388,9 @@ class _Connection:
         ]
         self.in_bytes = sum(len(v) for v in self.inputs)
         self.out_bytes = sum(len(v) for v in self.outputs)
+        # Serving drops its reply writes' completions unread (`_on_completion`): post them
+        # unsignaled, so their ACKs retire them without building one (the NAA's turnaround).
+        self.qp.signal_writes = False
         self.serving = True
         while True:
             c = self._next(_WCOPCODE_RECV_RDMA_WITH_IMM)

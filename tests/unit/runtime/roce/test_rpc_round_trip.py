@@ -260,8 +260,10 @@ def test_bad_arguments_are_refused(pair: Pair) -> None:
     ip = socket.inet_aton(pair.naa_ip)
     with pytest.raises(ValueError, match="rxbuf"):
         _fastpath.rpc_round_trip(fd, ip, [b"x"], 0, QPN, 0, 0, 0, 0, REPLY_LEN, 0, MS, bytearray(9))
-    with pytest.raises(ValueError, match="1 to 8"):
-        _fastpath.rpc_round_trip(fd, ip, [], 0, QPN, 0, 0, 0, 0, REPLY_LEN, 0, MS, pair.rxbuf)
+    with pytest.raises(ValueError, match="0 to 8"):
+        _fastpath.rpc_round_trip(
+            fd, ip, [b"x"] * 9, 0, QPN, 0, 0, 0, 0, REPLY_LEN, 0, MS, pair.rxbuf
+        )
     with pytest.raises(ValueError, match="QP number"):
         _fastpath.rpc_round_trip(
             fd, ip, [b"x"], 0, 1 << 24, 0, 0, 0, 0, REPLY_LEN, 0, MS, pair.rxbuf
@@ -354,3 +356,61 @@ def test_the_committed_round_trip_samples_the_rtt_as_the_per_packet_path(
         ref._rto,
         ref._rtt_psn,
     )
+
+
+def test_a_request_sent_apart_is_waited_for_by_a_round_trip_with_nothing_to_send(
+    pair: Pair,
+) -> None:
+    """`send_round_trip` puts the request on the wire; `rpc_round_trip` with no buffers then
+    only waits for the ACK and the reply (what `Endpoint.rpc_call` does, with its
+    bookkeeping in between)."""
+    fd = pair.ep._sock.fileno()
+    ip = socket.inet_aton(pair.naa_ip)
+    assert _fastpath.send_round_trip(fd, ip, _request(pair), 0) == 0
+    assert pair.naa.recv(100) == _request(pair)
+    pair.to_host(_ack(), _reply())
+    status, err, dgrams = pair.call([])
+    assert (status, err, len(dgrams)) == (_fastpath.RT_OK, 0, 2)
+    status, err, dgrams = pair.call([], timeout_ms=20)
+    assert (status, dgrams) == (_fastpath.RT_TIMEOUT, ())
+
+
+def test_an_aborted_speculation_leaves_the_queue_pair_as_it_was(pair: Pair) -> None:
+    qp = pair.qp()
+    qp._srtt, qp._rttvar = 0.00009, 0.00002
+    qp._set_rto()
+    before = dict(vars(qp))
+    speculated = qp.round_trip_speculate(1, 10.0)
+    assert qp.next_send_psn != REQ_PSN  # the commit was made...
+    qp.round_trip_abort(speculated)
+    assert vars(qp) == before  # ...and undone
+    assert qp._lock.acquire(blocking=False)  # and the lock is free again
+    qp._lock.release()
+    assert qp.round_trip_start() is not None  # still idle: a round trip can start
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_confirmed_speculation_is_the_commit(pair: Pair, earlier: bool) -> None:
+    """`round_trip_speculate` then `round_trip_confirm` leave what `commit_round_trip_state`
+    leaves, RTT sample included (of the request, or of an earlier PSN being timed, which
+    the request's ACK covers)."""
+    fast, ref = pair.qp(), pair.qp()
+    for qp in (fast, ref):
+        qp._srtt, qp._rttvar = 0.00009, 0.00002
+        qp._set_rto()
+        if earlier:
+            qp._rtt_psn, qp._rtt_t0 = (REQ_PSN - 1) & 0xFFFFFF, 9.0
+    speculated = fast.round_trip_speculate(1, 10.0)
+    assert speculated[1]  # the sample is due
+    fast.round_trip_confirm(speculated, 10.00007)
+    ref.commit_round_trip_state(1, 10.0, 10.00007)
+
+    def state(qp: QueuePair) -> dict[str, object]:  # all but its own QPN, lock and callbacks
+        skip = {"qpn", "_lock", "_obs", "memory", "_sq", "_ready"}
+        return {k: v for k, v in vars(qp).items() if k not in skip and not callable(v)}
+
+    assert state(fast) == state(ref)
+    assert state(fast)["_rtt_psn"] == -1
+    assert state(fast)["_srtt"] > (0.1 if earlier else 0.00007)
+    assert fast._lock.acquire(blocking=False)
+    fast._lock.release()
