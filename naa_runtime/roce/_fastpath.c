@@ -137,6 +137,34 @@ static PyObject *fp_icrc(PyObject *self, PyObject *args) {
 
 /* --------------------------------------------------------------------------------- sender */
 
+/* Control-message room for one UDP_SEGMENT option. */
+typedef union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+} gso_ctrl;
+
+/* `msg` set up to send `iov` (n buffers) to `to`, with UDP_SEGMENT `seg` (in `ctrl`) unless
+ * `seg` is 0: what send_middle_run and send_gso send. */
+static void gso_msg(struct msghdr *msg, gso_ctrl *ctrl, const struct sockaddr_in *to,
+                    struct iovec *iov, size_t n, Py_ssize_t seg) {
+    memset(msg, 0, sizeof *msg);
+    msg->msg_name = (void *)to;
+    msg->msg_namelen = sizeof *to;
+    msg->msg_iov = iov;
+    msg->msg_iovlen = n;
+    if (seg) {
+        memset(ctrl, 0, sizeof *ctrl);
+        msg->msg_control = ctrl->buf;
+        msg->msg_controllen = sizeof ctrl->buf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(msg);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t g = (uint16_t)seg;
+        memcpy(CMSG_DATA(cm), &g, sizeof g);
+    }
+}
+
 PyDoc_STRVAR(
     send_middle_run_doc,
     "send_middle_run(fd, ip, port, op, dest_qp, first_psn, first_index, count, payload, mtu,\n"
@@ -198,10 +226,7 @@ static PyObject *fp_send_middle_run(PyObject *self, PyObject *args) {
     unsigned char hdrs[MAX_SEGS][BTH_LEN];
     unsigned char crcs[MAX_SEGS][ICRC_LEN];
     struct iovec iov[MAX_SEGS * 3];
-    union {
-        char buf[CMSG_SPACE(sizeof(uint16_t))];
-        struct cmsghdr align;
-    } ctrl;
+    gso_ctrl ctrl;
     Py_ssize_t sent = 0;
     while (sent < count) {
         Py_ssize_t n = count - sent < per_batch ? count - sent : per_batch;
@@ -232,22 +257,7 @@ static PyObject *fp_send_middle_run(PyObject *self, PyObject *args) {
             iov[3 * j + 2].iov_len = ICRC_LEN;
         }
         struct msghdr msg;
-        memset(&msg, 0, sizeof msg);
-        msg.msg_name = &to;
-        msg.msg_namelen = sizeof to;
-        msg.msg_iov = iov;
-        msg.msg_iovlen = (size_t)(3 * n);
-        if (n > 1) {
-            memset(&ctrl, 0, sizeof ctrl);
-            msg.msg_control = ctrl.buf;
-            msg.msg_controllen = sizeof ctrl.buf;
-            struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-            cm->cmsg_level = SOL_UDP;
-            cm->cmsg_type = UDP_SEGMENT;
-            cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-            uint16_t gso = (uint16_t)seg;
-            memcpy(CMSG_DATA(cm), &gso, sizeof gso);
-        }
+        gso_msg(&msg, &ctrl, &to, iov, (size_t)(3 * n), n > 1 ? seg : 0);
         int tries = 0;
         for (;;) {
             if (sendmsg(fd, &msg, 0) >= 0) break;
@@ -603,27 +613,9 @@ static int icrc_ok(const unsigned char *p, Py_ssize_t n, uint32_t state) {
  * caller: 0, or the errno of the failed send. */
 static int send_gso(int fd, const struct sockaddr_in *to, struct iovec *iov, size_t n,
                     Py_ssize_t gso_seg) {
-    union {
-        char buf[CMSG_SPACE(sizeof(uint16_t))];
-        struct cmsghdr align;
-    } sctrl;
+    gso_ctrl sctrl;
     struct msghdr smsg;
-    memset(&smsg, 0, sizeof smsg);
-    smsg.msg_name = (void *)to;
-    smsg.msg_namelen = sizeof *to;
-    smsg.msg_iov = iov;
-    smsg.msg_iovlen = n;
-    if (gso_seg) {
-        memset(&sctrl, 0, sizeof sctrl);
-        smsg.msg_control = sctrl.buf;
-        smsg.msg_controllen = sizeof sctrl.buf;
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&smsg);
-        cm->cmsg_level = SOL_UDP;
-        cm->cmsg_type = UDP_SEGMENT;
-        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t g = (uint16_t)gso_seg;
-        memcpy(CMSG_DATA(cm), &g, sizeof g);
-    }
+    gso_msg(&smsg, &sctrl, to, iov, n, gso_seg);
     ssize_t sr;
     do {
         sr = sendmsg(fd, &smsg, 0);

@@ -1469,16 +1469,7 @@ class QueuePair:
         hook = self.on_request
         if hook is not None and hook(imm):
             return
-        self._on_completion(
-            Completion(
-                opcode=_WCOPCODE_RECV_RDMA_WITH_IMM,
-                status=_WCSTATUS_SUCCESS,
-                wr_id=wr_id,
-                byte_len=length,
-                imm=imm,
-                solicited=bool(b1 & 0x80),
-            )
-        )
+        self._on_completion(_receive_completion(wr_id, length, imm, b1))
 
     def close(self) -> None:
         """Flush all outstanding work requests (as after a disconnect)."""
@@ -1502,15 +1493,21 @@ def round_trip_completions(
         Completion(
             opcode=_WCOPCODE_RDMA_WRITE, status=_WCSTATUS_SUCCESS, wr_id=wr_id, byte_len=length
         ),
-        Completion(
-            opcode=_WCOPCODE_RECV_RDMA_WITH_IMM,
-            status=_WCSTATUS_SUCCESS,
-            wr_id=recv_wr_id,
-            byte_len=reply_bytes,
-            imm=imm,
-            solicited=bool(b1 & 0x80),
-        ),
+        _receive_completion(recv_wr_id, reply_bytes, imm, b1),
     ]
+
+
+def _receive_completion(wr_id: int, length: int, imm: int, b1: int) -> Completion:
+    """The completion of a receive consumed by an RDMA WRITE WITH IMMEDIATE of `length`
+    bytes (its solicited bit from BTH byte 1 `b1`)."""
+    return Completion(
+        opcode=_WCOPCODE_RECV_RDMA_WITH_IMM,
+        status=_WCSTATUS_SUCCESS,
+        wr_id=wr_id,
+        byte_len=length,
+        imm=imm,
+        solicited=bool(b1 & 0x80),
+    )
 
 
 _ROUND_TRIP_FIELDS = (
