@@ -939,6 +939,32 @@ static int send_iov(int fd, const struct sockaddr_in *to, struct iovec *iov, siz
     return r < 0 ? errno : 0;
 }
 
+/* One packet sent to ip:port in one sendmsg without the GIL (held on entry): the header
+ * h[:hlen] (BTH first; its byte 4 is the ICRC's mask and is cleared here), payload[:n],
+ * `pad` zero bytes and the ICRC, computed on from the prefix state `state`. 0, or the errno
+ * of the failed send. */
+static int send_packet(int fd, const void *ip, unsigned port, unsigned char *h, size_t hlen,
+                       const void *payload, size_t n, size_t pad, uint32_t state) {
+    static const unsigned char zeros[4] = {0, 0, 0, 0};
+    uint32_t crc = crc32_chain(state, h, hlen);
+    crc = crc32_chain(crc, payload, n);
+    crc = crc32_chain(crc, zeros, pad);
+    h[4] = 0;
+    unsigned char icrc[4] = {(unsigned char)crc, (unsigned char)(crc >> 8),
+                             (unsigned char)(crc >> 16), (unsigned char)(crc >> 24)};
+    struct sockaddr_in to;
+    memset(&to, 0, sizeof to);
+    to.sin_family = AF_INET;
+    to.sin_port = htons((uint16_t)port);
+    memcpy(&to.sin_addr, ip, 4);
+    struct iovec iov[4] = {{h, hlen}, {(void *)payload, n}, {(void *)zeros, pad}, {icrc, 4}};
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = send_iov(fd, &to, iov, 4);
+    Py_END_ALLOW_THREADS
+    return err;
+}
+
 PyDoc_STRVAR(
     send_small_doc,
     "send_small(fd, ip, port, hdr, payload, pad, state, /) -> errno\n\n"
@@ -963,28 +989,8 @@ static PyObject *fp_send_small(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "bad address, port, header, pad or state");
         goto done;
     }
-    static const unsigned char zeros[4] = {0, 0, 0, 0};
-    unsigned char *h = hdr.buf;
-    uint32_t crc = crc32_chain((uint32_t)state, h, (size_t)hdr.len);
-    crc = crc32_chain(crc, payload.buf, (size_t)payload.len);
-    crc = crc32_chain(crc, zeros, (size_t)pad);
-    h[4] = 0;
-    unsigned char icrc[4] = {(unsigned char)crc, (unsigned char)(crc >> 8),
-                             (unsigned char)(crc >> 16), (unsigned char)(crc >> 24)};
-    struct sockaddr_in to;
-    memset(&to, 0, sizeof to);
-    to.sin_family = AF_INET;
-    to.sin_port = htons((uint16_t)port);
-    memcpy(&to.sin_addr, ip.buf, 4);
-    struct iovec iov[4] = {{h, (size_t)hdr.len},
-                           {payload.buf, (size_t)payload.len},
-                           {(void *)zeros, (size_t)pad},
-                           {icrc, 4}};
-    int err;
-    Py_BEGIN_ALLOW_THREADS
-    err = send_iov(fd, &to, iov, 4);
-    Py_END_ALLOW_THREADS
-    r = PyLong_FromLong(err);
+    r = PyLong_FromLong(send_packet(fd, ip.buf, port, hdr.buf, (size_t)hdr.len, payload.buf,
+                                    (size_t)payload.len, (size_t)pad, (uint32_t)state));
 done:
     PyBuffer_Release(&ip);
     PyBuffer_Release(&hdr);
@@ -995,6 +1001,30 @@ done:
 enum { NR_NONE = 0, NR_DGRAM = 1, NR_REQUEST = 2, NR_ERROR = 3 };
 
 #define REQ_HDR (BTH_LEN + 16 + 4) /* BTH + RETH + ImmDt */
+
+/* A one-packet RDMA_WRITE_ONLY_WITH_IMMEDIATE of payload[:n] built (BTH: SE if `solicited`,
+ * pad, P_Key 0xFFFF, `dqp_word`, AckReq, `psn`; RETH va, rkey, n; ImmDt `imm`; pad bytes;
+ * the ICRC of a datagram from src_ip:src_port to ip:port, IP ID 0) and sent in one sendmsg
+ * without the GIL (held on entry): 0, or the errno of the failed send. */
+static int write_imm_send(int fd, const void *ip, unsigned port, const void *src_ip,
+                          unsigned src_port, uint32_t dqp_word, uint32_t psn, const void *payload,
+                          size_t n, uint64_t va, uint32_t rkey, uint32_t imm, int solicited) {
+    size_t pad = (size_t)((-(Py_ssize_t)n) & 3);
+    unsigned char h[REQ_HDR];
+    h[0] = 0x0B;
+    h[1] = (unsigned char)((solicited ? 0x80 : 0) | (pad << 4));
+    h[2] = 0xFF;
+    h[3] = 0xFF;
+    put_be32(h + 4, dqp_word);
+    put_be32(h + 8, 0x80000000u | psn);
+    put_be32(h + 12, (uint32_t)(va >> 32));
+    put_be32(h + 16, (uint32_t)va);
+    put_be32(h + 20, rkey);
+    put_be32(h + 24, (uint32_t)n);
+    put_be32(h + 28, imm);
+    return send_packet(fd, ip, port, h, REQ_HDR, payload, n, pad,
+                       prefix_crc(src_ip, ip, src_port, port, REQ_HDR + n + pad + ICRC_LEN, 0));
+}
 
 PyDoc_STRVAR(
     send_write_imm_doc,
@@ -1023,38 +1053,9 @@ static PyObject *fp_send_write_imm(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "bad address, port, QP word, PSN, rkey, imm or size");
         goto done;
     }
-    static const unsigned char zeros[4] = {0, 0, 0, 0};
-    size_t n = (size_t)payload.len, pad = (size_t)((-payload.len) & 3);
-    unsigned char h[REQ_HDR];
-    h[0] = 0x0B;
-    h[1] = (unsigned char)((solicited ? 0x80 : 0) | (pad << 4));
-    h[2] = 0xFF;
-    h[3] = 0xFF;
-    put_be32(h + 4, (uint32_t)dqp_word);
-    put_be32(h + 8, 0x80000000u | (uint32_t)psn);
-    put_be32(h + 12, (uint32_t)(va >> 32));
-    put_be32(h + 16, (uint32_t)va);
-    put_be32(h + 20, (uint32_t)rkey);
-    put_be32(h + 24, (uint32_t)n);
-    put_be32(h + 28, (uint32_t)imm);
-    uint32_t crc = prefix_crc(src_ip.buf, ip.buf, src_port, port, REQ_HDR + n + pad + ICRC_LEN, 0);
-    crc = crc32_chain(crc, h, REQ_HDR);
-    crc = crc32_chain(crc, payload.buf, n);
-    crc = crc32_chain(crc, zeros, pad);
-    h[4] = 0;
-    unsigned char icrc[4] = {(unsigned char)crc, (unsigned char)(crc >> 8),
-                             (unsigned char)(crc >> 16), (unsigned char)(crc >> 24)};
-    struct sockaddr_in to;
-    memset(&to, 0, sizeof to);
-    to.sin_family = AF_INET;
-    to.sin_port = htons((uint16_t)port);
-    memcpy(&to.sin_addr, ip.buf, 4);
-    struct iovec iov[4] = {{h, REQ_HDR}, {payload.buf, n}, {(void *)zeros, pad}, {icrc, 4}};
-    int err;
-    Py_BEGIN_ALLOW_THREADS
-    err = send_iov(fd, &to, iov, 4);
-    Py_END_ALLOW_THREADS
-    r = PyLong_FromLong(err);
+    r = PyLong_FromLong(write_imm_send(fd, ip.buf, port, src_ip.buf, src_port, (uint32_t)dqp_word,
+                                       (uint32_t)psn, payload.buf, (size_t)payload.len, va,
+                                       (uint32_t)rkey, (uint32_t)imm, solicited));
 done:
     PyBuffer_Release(&ip);
     PyBuffer_Release(&src_ip);
@@ -1143,7 +1144,8 @@ done:
     X(_ack_pending) X(_dqp_word) X(state) X(_una) X(_assign_psn) X(_next_psn) X(_undo)         \
     X(_backoff) X(_rnr_until) X(_cwnd) X(_ssthresh) X(window) X(_sq) X(first_psn) X(npkts)    \
     X(_hint) X(is_send) X(length) X(_retries) X(retry_count) X(_rtt_psn) X(_rtt_t0)           \
-    X(_srtt) X(_rttvar) X(min_rto) X(ack_timeout) X(_deadline) X(_rto)
+    X(_srtt) X(_rttvar) X(min_rto) X(ack_timeout) X(_deadline) X(_rto) X(inline_reply)       \
+    X(send_write_imm) X(_sent_single)
 #define DECLARE_NAME(n) static PyObject *s##n;
 NAMES(DECLARE_NAME)
 
@@ -1151,6 +1153,35 @@ static int init_names(void) {
 #define INIT_NAME(n)                                                                          \
     if ((s##n = PyUnicode_InternFromString(#n)) == NULL) return -1;
     NAMES(INIT_NAME)
+    return 0;
+}
+
+/* qp._lock.acquire(False), its lock object in *lock (a new reference, or NULL): 1 taken,
+ * 0 held by another thread, -1 an exception. */
+static int try_lock(PyObject *qp, PyObject **lock) {
+    *lock = PyObject_GetAttr(qp, s_lock);
+    if (*lock == NULL) return -1;
+    PyObject *res = PyObject_CallMethodOneArg(*lock, sacquire, Py_False);
+    if (res == NULL) return -1;
+    int t = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    return t;
+}
+
+/* lock.release() of a QP's lock taken by the caller, the exception already set (if any)
+ * kept: 0, or -1 with release's own exception if release failed. */
+static int release_lock(PyObject *lock) {
+    PyObject *exc_t, *exc_v, *exc_tb;
+    PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
+    PyObject *res = PyObject_CallMethodNoArgs(lock, srelease);
+    if (res == NULL) {
+        Py_XDECREF(exc_t);
+        Py_XDECREF(exc_v);
+        Py_XDECREF(exc_tb);
+        return -1;
+    }
+    Py_DECREF(res);
+    PyErr_Restore(exc_t, exc_v, exc_tb);
     return 0;
 }
 
@@ -1296,18 +1327,11 @@ done:
 static int request_step(PyObject *qp, const unsigned char *p, Py_ssize_t body, uint32_t psn,
                         PyObject **wr_id, unsigned long *msn_out) {
     int r = 0, locked = 0;
-    PyObject *lock = NULL, *rq = NULL, *cfg = NULL, *mem = NULL, *recv = NULL, *res;
+    PyObject *lock = NULL, *rq = NULL, *cfg = NULL, *mem = NULL, *recv = NULL;
     unsigned long v;
-    lock = PyObject_GetAttr(qp, s_lock);
-    if (lock == NULL) goto fail;
-    res = PyObject_CallMethodOneArg(lock, sacquire, Py_False);
-    if (res == NULL) goto fail;
-    locked = PyObject_IsTrue(res);
-    Py_DECREF(res);
-    if (locked <= 0) {
-        locked = 0;
-        goto out; /* another thread is in the QP: the reference path waits for it */
-    }
+    locked = try_lock(qp, &lock);
+    if (locked < 0) goto fail;
+    if (!locked) goto out; /* another thread is in the QP: the reference path waits for it */
     int t;
     if ((t = get_truth(qp, s_fatal)) != 0) {
         if (t < 0) goto fail;
@@ -1370,20 +1394,7 @@ static int request_step(PyObject *qp, const unsigned char *p, Py_ssize_t body, u
 fail:
     r = -1;
 out:
-    if (locked) {
-        PyObject *exc_t, *exc_v, *exc_tb;
-        PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
-        res = PyObject_CallMethodNoArgs(lock, srelease);
-        if (res == NULL) {
-            r = -1;
-            Py_XDECREF(exc_t);
-            Py_XDECREF(exc_v);
-            Py_XDECREF(exc_tb);
-        } else {
-            Py_DECREF(res);
-            PyErr_Restore(exc_t, exc_v, exc_tb);
-        }
-    }
+    if (locked > 0 && release_lock(lock) < 0) r = -1;
     if (r != 1 && *wr_id != NULL) Py_CLEAR(*wr_id);
     Py_XDECREF(lock);
     Py_XDECREF(rq);
@@ -1425,16 +1436,9 @@ static PyObject *fp_ack_step(PyObject *self, PyObject *args) {
     PyObject *cwnd = NULL, *ss = NULL, *win = NULL, *x = NULL, *v = NULL, *res;
     int locked = 0, t;
     unsigned long una, assign, next, rtt_psn;
-    lock = PyObject_GetAttr(qp, s_lock);
-    if (lock == NULL) goto fail;
-    res = PyObject_CallMethodOneArg(lock, sacquire, Py_False);
-    if (res == NULL) goto fail;
-    locked = PyObject_IsTrue(res);
-    Py_DECREF(res);
-    if (locked <= 0) {
-        locked = 0;
-        goto fallback;
-    }
+    locked = try_lock(qp, &lock);
+    if (locked < 0) goto fail;
+    if (!locked) goto fallback;
     unsigned long st, backoff;
     if (get_ul(qp, sstate, &st) < 0) goto fail;
     if (st != 3) goto fallback; /* QpState.RTS */
@@ -1558,20 +1562,7 @@ fallback:
 fail:
     result = NULL;
 out:
-    if (locked) {
-        PyObject *exc_t, *exc_v, *exc_tb;
-        PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
-        res = PyObject_CallMethodNoArgs(lock, srelease);
-        if (res == NULL) {
-            Py_CLEAR(result);
-            Py_XDECREF(exc_t);
-            Py_XDECREF(exc_v);
-            Py_XDECREF(exc_tb);
-        } else {
-            Py_DECREF(res);
-            PyErr_Restore(exc_t, exc_v, exc_tb);
-        }
-    }
+    if (locked > 0 && release_lock(lock) < 0) Py_CLEAR(result);
     Py_XDECREF(lock);
     Py_XDECREF(cfg);
     Py_XDECREF(sq);
@@ -1595,9 +1586,102 @@ static void format_ipv4(const unsigned char *a, char *out) {
     }
 }
 
+/* An RPC reply that the QP's `inline_reply` hook makes for a request naa_receive just took
+ * (ImmDt `imm`), sent here as QueuePair.post_reply sends it in its common case. Returns a new
+ * reference: None (no hook, or it declined: the caller reports the request as before), True
+ * (the hook took the request whole), or (plan, err) with the hook's
+ * plan = (wr_id, view, va, rkey, reply_imm, recv_wr_id) and err -1 when the reply is not
+ * post_reply's common case here (the caller posts it), else the errno of its send (0: sent,
+ * and recorded as post_reply records it: _sent_single, lock held); NULL with an exception. */
+static PyObject *inline_reply(PyObject *qp, int fd, const void *peer_ip, const void *local_ip,
+                              unsigned local_port, uint32_t imm) {
+    PyObject *hook = PyObject_GetAttr(qp, sinline_reply);
+    if (hook == NULL || hook == Py_None) return hook;
+    PyObject *imm_o = PyLong_FromUnsignedLong(imm);
+    if (imm_o == NULL) {
+        Py_DECREF(hook);
+        return NULL;
+    }
+    PyObject *plan = PyObject_CallOneArg(hook, imm_o);
+    Py_DECREF(hook);
+    Py_DECREF(imm_o);
+    if (plan == NULL || !PyTuple_Check(plan)) return plan; /* None, True (or an exception) */
+    if (PyTuple_GET_SIZE(plan) != 6) {
+        PyErr_SetString(PyExc_TypeError, "inline_reply must return None, True or a 6-tuple");
+        Py_DECREF(plan);
+        return NULL;
+    }
+    long err = -1;
+    int locked = 0, have_buf = 0;
+    PyObject *lock = NULL, *res = NULL, *send = NULL, *rnr = NULL, *cfg = NULL;
+    Py_buffer pb;
+    unsigned long st, assign, next, una, mtu, rkey, rimm, dqp_word;
+    unsigned long long va;
+    double cwnd;
+    PyObject *view = PyTuple_GET_ITEM(plan, 1);
+    locked = try_lock(qp, &lock);
+    if (locked < 0) goto fail;
+    if (!locked) goto out; /* another thread is in the QP: post_reply waits for it */
+    /* post_reply's common case: the endpoint sends it in C, one packet, nothing queued, room
+     * in the window */
+    send = PyObject_GetAttr(qp, ssend_write_imm);
+    if (send == NULL) goto fail;
+    if (send == Py_None) goto out;
+    if (get_ul(qp, sstate, &st) < 0 || get_ul(qp, s_assign_psn, &assign) < 0 ||
+        get_ul(qp, s_next_psn, &next) < 0 || get_ul(qp, s_una, &una) < 0 ||
+        get_double(qp, s_cwnd, &cwnd) < 0 || get_ul(qp, s_dqp_word, &dqp_word) < 0)
+        goto fail;
+    rnr = PyObject_GetAttr(qp, s_rnr_until);
+    if (rnr == NULL) goto fail;
+    if (st != 3 /* RTS */ || next != assign || rnr != Py_None ||
+        psn_diff24(assign, una) >= (long)cwnd)
+        goto out;
+    cfg = PyObject_GetAttr(qp, sconfig);
+    if (cfg == NULL || get_ul(cfg, smtu, &mtu) < 0) goto fail;
+    if (PyObject_GetBuffer(view, &pb, PyBUF_FORMAT | PyBUF_ND) < 0) {
+        PyErr_Clear(); /* not contiguous bytes: post_reply's general path */
+        goto out;
+    }
+    have_buf = 1;
+    va = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(plan, 2));
+    if (va == (unsigned long long)-1 && PyErr_Occurred()) goto fail;
+    rkey = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(plan, 3));
+    if (rkey == (unsigned long)-1 && PyErr_Occurred()) goto fail;
+    rimm = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(plan, 4));
+    if (rimm == (unsigned long)-1 && PyErr_Occurred()) goto fail;
+    if (pb.ndim != 1 || (pb.format != NULL && strcmp(pb.format, "B") != 0) ||
+        (unsigned long)pb.len > mtu || rkey > 0xFFFFFFFFul || rimm > 0xFFFFFFFFul)
+        goto out;
+    double now = (double)mono_ns() / 1e9; /* time.monotonic(): CLOCK_MONOTONIC */
+    err = write_imm_send(fd, peer_ip, 4791, local_ip, local_port, (uint32_t)dqp_word,
+                         (uint32_t)assign, pb.buf, (size_t)pb.len, va, (uint32_t)rkey,
+                         (uint32_t)rimm, 1);
+    PyObject *now_o = PyFloat_FromDouble(now);
+    if (now_o == NULL) goto fail;
+    res = PyObject_CallMethodObjArgs(qp, s_sent_single, PyTuple_GET_ITEM(plan, 0), Py_False,
+                                     view, PyTuple_GET_ITEM(plan, 2), PyTuple_GET_ITEM(plan, 3),
+                                     PyTuple_GET_ITEM(plan, 4), Py_True, now_o, NULL);
+    Py_DECREF(now_o);
+    if (res == NULL) goto fail;
+    Py_CLEAR(res);
+    goto out;
+fail:
+    Py_CLEAR(plan);
+out:
+    if (have_buf) PyBuffer_Release(&pb);
+    if (locked > 0 && release_lock(lock) < 0) Py_CLEAR(plan);
+    Py_XDECREF(lock);
+    Py_XDECREF(send);
+    Py_XDECREF(rnr);
+    Py_XDECREF(cfg);
+    if (plan == NULL) return NULL;
+    return Py_BuildValue("(Nl)", plan, err);
+}
+
 PyDoc_STRVAR(
     naa_receive_doc,
-    "naa_receive(fd, wake_fd, timeout_ms, spin_ns, buf, qps, local_ip, local_port, /)\n"
+    "naa_receive(fd, wake_fd, timeout_ms, spin_ns, buf, qps, local_ip, local_port,\n"
+    "            reply=False, /)\n"
     "    -> (status, nbytes, seg, ip, port, wake, request)\n\n"
     "One step of an NAA's receive loop, compiled. Without the GIL: busy-poll the UDP socket\n"
     "`fd` and the wake-up socket `wake_fd` for `spin_ns` (sched_yield between tries), then\n"
@@ -1613,10 +1697,18 @@ PyDoc_STRVAR(
     "of 1..MTU bytes equal to the RETH's DMA length that `qp.memory.resolve` maps; the payload\n"
     "is placed, the QP's responder state committed (PSN, MSN, receive consumed) and its ACK\n"
     "sent (without the GIL). `request` is then (qp, wr_id, imm, length, BTH byte 1, errno of\n"
-    "the ACK's send, ack_psn, ack_aeth); the per-packet path goes on with the datagram's\n"
+    "the ACK's send, ack_psn, ack_aeth, reply); the per-packet path goes on with the datagram's\n"
     "further segments (from index 1). ack_psn >= 0: the datagram's only further segment is a\n"
     "20-byte ACK for that QP (TVer 0, valid P_Key, ICRC verified) of that PSN and AETH, for\n"
-    "`ack_step` (-1 otherwise). Anything else leaves the QP untouched and returns NR_DGRAM.");
+    "`ack_step` (-1 otherwise). Anything else leaves the QP untouched and returns NR_DGRAM.\n"
+    "`reply` is None unless `reply` is true and the QP has an `inline_reply` hook: then the\n"
+    "hook is called with the ImmDt right after the ACK and `reply` is what it made of it:\n"
+    "None (declined: report the request as before), True (taken whole), or (plan, err): the\n"
+    "hook's plan (wr_id, view, va, rkey, reply_imm, recv_wr_id) and err -1 if its reply (one\n"
+    "RDMA WRITE WITH IMMEDIATE of view to va/rkey, SE) was not QueuePair.post_reply's common\n"
+    "case here (the caller posts it), else the errno of its send (0: sent and recorded by\n"
+    "QueuePair._sent_single, as post_reply records it). The receive `recv_wr_id` is the\n"
+    "caller's to post.");
 
 static PyObject *fp_naa_receive(PyObject *self, PyObject *args) {
     int fd, wake_fd, timeout_ms;
@@ -1624,8 +1716,9 @@ static PyObject *fp_naa_receive(PyObject *self, PyObject *args) {
     Py_buffer buf, local_ip;
     PyObject *qps;
     unsigned int local_port;
-    if (!PyArg_ParseTuple(args, "iiiLw*O!y*I:naa_receive", &fd, &wake_fd, &timeout_ms, &spin_ns,
-                          &buf, &PyDict_Type, &qps, &local_ip, &local_port))
+    int reply_ok = 0;
+    if (!PyArg_ParseTuple(args, "iiiLw*O!y*I|p:naa_receive", &fd, &wake_fd, &timeout_ms,
+                          &spin_ns, &buf, &PyDict_Type, &qps, &local_ip, &local_port, &reply_ok))
         return NULL;
     PyObject *result = NULL, *wr_id = NULL;
     if (local_ip.len != 4 || local_port > 0xFFFF || buf.len < 64) {
@@ -1770,9 +1863,20 @@ static PyObject *fp_naa_receive(PyObject *self, PyObject *args) {
                     ack_psn = (long)(get_be32(q + 8) & PSN_MASK);
                     ack_aeth = get_be32(q + 12);
                 }
-                req = Py_BuildValue("(NOIniIlk)", qp, wr_id, (unsigned int)get_be32(p + 28),
+                /* the reply of an inline kernel, straight behind the ACK */
+                PyObject *reply = Py_None;
+                if (reply_ok) {
+                    reply = inline_reply(qp, fd, a, local_ip.buf, local_port, get_be32(p + 28));
+                    if (reply == NULL) {
+                        Py_DECREF(qp);
+                        goto done;
+                    }
+                } else {
+                    Py_INCREF(reply);
+                }
+                req = Py_BuildValue("(NOIniIlkN)", qp, wr_id, (unsigned int)get_be32(p + 28),
                                     seglen - ICRC_LEN - ((p[1] >> 4) & 3) - REQ_HDR,
-                                    (int)p[1], (unsigned int)aerr, ack_psn, ack_aeth);
+                                    (int)p[1], (unsigned int)aerr, ack_psn, ack_aeth, reply);
                 qp = NULL; /* the tuple holds it */
                 if (req == NULL) goto done;
                 status = NR_REQUEST;

@@ -1,7 +1,7 @@
 """Type stubs of the compiled bulk and round-trip paths (naa_runtime/roce/_fastpath.c)."""
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 MAX_SEGS: int
 BURST_DRAINED: int
@@ -106,9 +106,27 @@ def naa_receive(
     qps: dict[int, tuple[Any, str]],
     local_ip: bytes,
     local_port: int,
+    reply: bool = False,
     /,
 ) -> tuple[
-    int, int, int, bytes, int, int, tuple[Any, int, int, int, int, int, int, int] | None
+    int,
+    int,
+    int,
+    bytes,
+    int,
+    int,
+    tuple[
+        Any,
+        int,
+        int,
+        int,
+        int,
+        int,
+        int,
+        int,
+        Literal[True] | tuple[tuple[int, memoryview, int, int, int, int], int] | None,
+    ]
+    | None,
 ]: ...
 def ack_step(
     qp: Any, psn: int, aeth: int, now: float, /

@@ -760,6 +760,7 @@ class Endpoint:
                 self._qps,
                 self._src,
                 self.port,
+                not (self._corks and self._corked_here()),  # an inline reply may leave now
             )
         except Exception:  # a bug must never stop the receive thread (the peer resends)
             if not self._is_running():
@@ -778,7 +779,7 @@ class Endpoint:
         touched: set[QueuePair] = set()
         index = 0
         if req is not None:  # the latency path: straight to the completion (and the reply)
-            qp, wr_id, imm, length, b1, err, ack_psn, aeth = req
+            qp, wr_id, imm, length, b1, err, ack_psn, aeth, reply = req
             stats = self.stats
             stats.packets_rx += 1
             stats.bytes_rx += seg
@@ -787,7 +788,19 @@ class Endpoint:
             if err:
                 stats.dropped[_tx_error(err)] += 1
             try:
-                qp.request_completed(wr_id, length, imm, b1)
+                if reply is None:
+                    qp.request_completed(wr_id, length, imm, b1)
+                elif reply is not True:  # the QP's inline_reply hook made a reply
+                    (r_wr_id, view, va, rkey, r_imm, recv_wr_id), r_err = reply
+                    if r_err < 0:  # not sent in C
+                        qp.post_reply(r_wr_id, view, va, rkey, r_imm)
+                    else:  # sent in C (and recorded): count it as send_write_imm does
+                        if r_err:
+                            stats.dropped[_tx_error(r_err)] += 1
+                        n = view.nbytes
+                        stats.packets_tx += 1
+                        stats.bytes_tx += BTH_LEN + RETH_LEN + 4 + n + (-n & 3) + ICRC_LEN
+                    qp.post_recv(wr_id=recv_wr_id)
             except Exception:  # as _round: a bug must never stop the receive thread
                 log.exception("dropping a datagram from %s:%d", socket.inet_ntoa(ip), port)
                 stats.dropped["internal_error"] += 1

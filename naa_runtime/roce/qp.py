@@ -301,6 +301,15 @@ class QueuePair:
         """Set by an RPC server: takes a request that `_fastpath.naa_receive` completed (its
         immediate) in full and returns True, or returns False to have its completion
         reported through `on_completion` as usual (`request_completed`)."""
+        self.inline_reply: (
+            Callable[[int], tuple[int, memoryview, int, int, int, int] | bool | None] | None
+        ) = None
+        """Set by an RPC server whose kernels may answer at once: called with the ImmDt of a
+        request `_fastpath.naa_receive` completed, right behind its ACK. It returns None to
+        decline (the request is then reported as without it), True once it took the request
+        whole, or (wr_id, view, va, rkey, reply_imm, recv_wr_id): the reply to post as
+        `post_reply(wr_id, view, va, rkey, reply_imm)` (sent by `naa_receive` itself in the
+        common case), then the receive to post for the next request."""
         self.signal_writes = True
         """Report the successful completion of each RDMA WRITE (verbs' `sq_sig_all`). An RPC
         server that has no use for its reply writes' completions turns it off (as posting

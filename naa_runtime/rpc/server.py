@@ -347,12 +347,37 @@ class _Connection:
         if not self.serving or not self._rpc_lock.acquire(blocking=False):
             return False
         try:
-            fn = imm & 0x7F
-            kernel = self.server.kernels(fn) if imm & 0x80 and fn else None
-            if kernel is None or not getattr(kernel, "inline", False):
+            kernel = self._inline_kernel(imm)
+            if kernel is None:
                 return False
-            self._run_inline(kernel, fn, imm)
+            self._run_inline(kernel, imm & 0x7F, imm)
             return True
+        finally:
+            self._rpc_lock.release()
+
+    def _inline_kernel(self, imm: int) -> Kernel | None:
+        """The kernel of an RPC with ImmDt `imm` if it declares itself inline, else None."""
+        fn = imm & 0x7F
+        kernel = self.server.kernels(fn) if imm & 0x80 and fn else None
+        return kernel if kernel is not None and getattr(kernel, "inline", False) else None
+
+    def _inline_reply(self, imm: int) -> tuple[int, memoryview, int, int, int, int] | bool | None:
+        """The QP's `inline_reply` (one output region; on the receive thread, right behind the
+        request's ACK): `_on_request`'s case, but the reply, and the next RPC's receive
+        behind it, are handed back to the QP to post (`naa_receive` sends the reply itself,
+        no Python between the kernel and the send). None for anything else."""
+        if not self.serving or not self._rpc_lock.acquire(blocking=False):
+            return None
+        try:
+            kernel = self._inline_kernel(imm)
+            if kernel is None:
+                return None
+            rc = self._inline_rc(kernel, imm & 0x7F, imm)
+            if self.closed.is_set():
+                self.qp.post_recv(wr_id=_WR_RPC)
+                return True
+            view, va, rkey = self._reply_plan[0]
+            return _WR_RPC, view, va, rkey, (rc & 0xFFFFFF) << 8, _WR_RPC
         finally:
             self._rpc_lock.release()
 
@@ -360,6 +385,16 @@ class _Connection:
         """An RPC whose kernel declared itself inline (it returns within microseconds and never
         blocks): run on the receive thread right after the request's ACK, without the watchdog
         (nothing to interrupt) and without the per-RPC bookkeeping of `_handle_rpc`."""
+        rc = self._inline_rc(kernel, fn, imm)
+        if not self.closed.is_set():
+            self._reply(rc)
+        # The next RPC's receive, after the reply (off the round trip): its request can only
+        # be handled by this thread, once this returns, so it never finds the queue empty.
+        self.qp.post_recv(wr_id=_WR_RPC)
+
+    def _inline_rc(self, kernel: Kernel, fn: int, imm: int) -> int:
+        """`_run_inline` up to its reply: the kernel run, timed against the deadline, reported
+        to the observer and counted; its return code."""
         server = self.server
         obs = server.observer
         if obs is not None:
@@ -373,11 +408,7 @@ class _Connection:
         if obs is not None:
             obs.on_kernel_end(fn_code=fn, seconds=elapsed, return_code=rc)
         server.stats.rpcs[(fn, result_name(rc))] += 1
-        if not self.closed.is_set():
-            self._reply(rc)
-        # The next RPC's receive, after the reply (off the round trip): its request can only
-        # be handled by this thread, once this returns, so it never finds the queue empty.
-        self.qp.post_recv(wr_id=_WR_RPC)
+        return rc
 
     def _serve_rpcs(self) -> None:
         self.inputs = [memoryview(r.buffer) for r in self.regions if r.flags & _MRFLAGS_INPUT]
@@ -391,6 +422,8 @@ class _Connection:
         # Serving drops its reply writes' completions unread (`_on_completion`): post them
         # unsignaled, so their ACKs retire them without building one (the NAA's turnaround).
         self.qp.signal_writes = False
+        if len(self._reply_plan) == 1:  # the common case: the reply can leave from C
+            self.qp.inline_reply = self._inline_reply
         self.serving = True
         while True:
             c = self._next(_WCOPCODE_RECV_RDMA_WITH_IMM)

@@ -124,7 +124,9 @@ class Naa:
     def send(self, dgram: bytes, sender: socket.socket | None = None) -> None:
         (sender or self.host).sendto(dgram, (self.ep.address, ROCE_UDP_PORT))
 
-    def receive(self, timeout_ms: int = 2000) -> tuple[int, int, int, bytes, int, int, object]:
+    def receive(
+        self, timeout_ms: int = 2000, *, reply: bool = False
+    ) -> tuple[int, int, int, bytes, int, int, object]:
         ep = self.ep
         return _fastpath.naa_receive(
             ep._sock.fileno(),
@@ -135,6 +137,7 @@ class Naa:
             ep._qps,
             ep._src,
             ep.port,
+            reply,
         )
 
     def state(self) -> dict[str, object]:
@@ -208,6 +211,7 @@ def test_a_common_request_is_placed_committed_and_acknowledged_as_the_codec_buil
             0,
             -1,  # no ACK behind it
             0,
+            None,  # no inline reply asked for
         )
         assert naa.region[: len(payload)] == payload
         # the ACK: what QueuePair._send_ack and the endpoint send, from packets.py
@@ -374,7 +378,7 @@ def test_the_request_ahead_of_a_piggybacked_ack_is_taken_and_the_ack_left(naa: N
     assert bytes(naa.ep._rx_buf[seg:nbytes])[:16] == ack[:16]
     # its ICRC covers IP ID 0, not the 1 of a second GSO segment: not for ack_step
     assert r is not None
-    assert r[6:] == (-1, 0)
+    assert r[6:8] == (-1, 0)
 
 
 def test_send_small_sends_what_the_codec_builds_and_clears_byte_4(naa: Naa) -> None:
@@ -405,6 +409,29 @@ def test_send_small_sends_what_the_codec_builds_and_clears_byte_4(naa: Naa) -> N
     )
 
 
+def _write_imm_wire(n: Naa, payload: bytes, *, psn: int, va: int, rkey: int, imm: int) -> bytes:
+    """An RDMA WRITE ONLY WITH IMMEDIATE from the NAA to the host's QP (SE, AckReq) as the
+    codec builds it: what the NAA's reply is on the wire."""
+    pad = -len(payload) & 3
+    body = (
+        encode_bth(
+            BTH(
+                opcode=Opcode.RDMA_WRITE_ONLY_WITH_IMMEDIATE,
+                dest_qp=HOST_QPN,
+                psn=psn,
+                solicited=True,
+                ack_req=True,
+                pad=pad,
+            )
+        )
+        + encode_reth(RETH(va=va, rkey=rkey, dma_len=len(payload)))
+        + encode_imm(imm)
+        + payload
+        + b"\0" * pad
+    )
+    return _wire(body, src=n.ep.address, dst=n.host_ip)
+
+
 @pytest.mark.parametrize("payload", [b"", b"\x01", b"abcde", bytes(range(256)) * 16])
 def test_a_one_packet_write_with_imm_leaves_in_c_as_the_python_path_builds_it(
     naa: Naa, payload: bytes
@@ -427,25 +454,10 @@ def test_a_one_packet_write_with_imm_leaves_in_c_as_the_python_path_builds_it(
             imm=0x0000_0300,
             solicited=True,
         )
-        pad = -len(payload) & 3
-        body = (
-            encode_bth(
-                BTH(
-                    opcode=Opcode.RDMA_WRITE_ONLY_WITH_IMMEDIATE,
-                    dest_qp=HOST_QPN,
-                    psn=psn,
-                    solicited=True,
-                    ack_req=True,
-                    pad=pad,
-                )
-            )
-            + encode_reth(RETH(va=0x1234_5678_9ABC, rkey=0xCAFE, dma_len=len(payload)))
-            + encode_imm(0x300)
-            + payload
-            + b"\0" * pad
-        )
         got.append(naa.host.recv(70000))
-        assert got[-1] == _wire(body, src=naa.ep.address, dst=naa.host_ip)
+        assert got[-1] == _write_imm_wire(
+            naa, payload, psn=psn, va=0x1234_5678_9ABC, rkey=0xCAFE, imm=0x300
+        )
     assert naa.ep.stats.packets_tx == 2
     assert naa.ep.stats.bytes_tx == 2 * len(got[0])
     assert len(qp._sq) == 2  # both outstanding, as _post_single leaves them
@@ -678,3 +690,164 @@ def test_the_ack_behind_a_request_is_taken_in_c_or_by_the_per_packet_path(
     ]
     assert len(naa.qp._sq) == (0 if ip_id == 1 else 1)
     assert dict(s.dropped) == ({} if ip_id == 1 else {"bad_icrc": 1})
+
+
+# ----------------------------------------------------------------------- inline replies
+
+REPLY_VA, REPLY_RKEY, REPLY_IMM = 0x7000_0000_1000, 0xBEEF, 0x00000500
+NAA_PSN = 0x000100  # the NAA QP's first send PSN (Naa: send_psn)
+
+
+def _reply_wire(n: Naa, payload: bytes) -> bytes:
+    """The NAA's first reply (what `post_reply` sends for the plans below)."""
+    return _write_imm_wire(n, payload, psn=NAA_PSN, va=REPLY_VA, rkey=REPLY_RKEY, imm=REPLY_IMM)
+
+
+def _hook(
+    n: Naa, answer: object, calls: list[int]
+) -> tuple[int, memoryview, int, int, int, int] | None:
+    def hook(imm: int) -> object:
+        calls.append(imm)
+        return answer
+
+    n.qp.inline_reply = hook  # type: ignore[assignment]
+    return answer if isinstance(answer, tuple) else None
+
+
+def _send_state(qp: QueuePair) -> tuple[object, ...]:
+    return (
+        qp._assign_psn,
+        qp._next_psn,
+        qp._high,
+        qp._rtt_psn,
+        qp._deadline is None,
+        [(w.wr_id, w.first_psn, w.npkts, w.imm, w.solicited, bytes(w.local)) for w in qp._sq],
+    )
+
+
+@pytest.mark.parametrize("payload", [b"\x2a", b"abcde", bytes(range(64))], ids=["1B", "5B", "64B"])
+def test_an_inline_reply_leaves_right_behind_the_ack_as_post_reply_sends_it(
+    naa: Naa, payload: bytes
+) -> None:
+    out = bytearray(payload)
+    calls: list[int] = []
+    plan = (9, memoryview(out), REPLY_VA, REPLY_RKEY, REPLY_IMM, 2)
+    _hook(naa, plan, calls)
+    naa.send(naa.request(b"\x05"))
+    status, *_rest, req = naa.receive(reply=True)
+    assert status == _fastpath.NR_REQUEST
+    assert isinstance(req, tuple)
+    assert req[8] == (plan, 0)  # sent here, no error
+    assert calls == [0x00002A83]
+    assert naa.host.recv(100) == naa.ack(EPSN, msn=1)  # the ACK first (PROTOCOL.md §3.5)
+    assert naa.host.recv(200) == _reply_wire(naa, payload)
+    assert naa.nothing_sent()
+    # recorded as post_reply records it: queued until its ACK, PSN advanced, RTT timed
+    assert _send_state(naa.qp) == (
+        NAA_PSN + 1,
+        NAA_PSN + 1,
+        NAA_PSN + 1,
+        NAA_PSN,
+        False,
+        [(9, NAA_PSN, 1, REPLY_IMM, True, payload)],
+    )
+    assert naa.qp._lock.acquire(blocking=False)  # and the QP's lock released
+    naa.qp._lock.release()
+
+
+@pytest.mark.parametrize("answer", [None, True])
+def test_a_declined_or_wholly_taken_request_sends_only_its_ack(naa: Naa, answer: object) -> None:
+    calls: list[int] = []
+    _hook(naa, answer, calls)
+    before = _send_state(naa.qp)
+    naa.send(naa.request())
+    *_rest, req = naa.receive(reply=True)
+    assert isinstance(req, tuple)
+    assert req[8] is answer
+    assert calls == [0x00002A83]
+    assert naa.host.recv(100) == naa.ack(EPSN, msn=1)
+    assert naa.nothing_sent()
+    assert _send_state(naa.qp) == before
+
+
+def test_without_reply_the_hook_is_not_called(naa: Naa) -> None:
+    calls: list[int] = []
+    _hook(naa, (9, memoryview(bytearray(1)), REPLY_VA, REPLY_RKEY, REPLY_IMM, 2), calls)
+    naa.send(naa.request())
+    *_rest, req = naa.receive(reply=False)
+    assert isinstance(req, tuple)
+    assert (req[8], calls) == (None, [])
+
+
+def _busy_lock(qp: QueuePair) -> threading.Event:
+    """Hold the QP's lock on another thread until the returned event is set."""
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with qp._lock:
+            held.set()
+            done.wait(5)
+
+    threading.Thread(target=hold, daemon=True).start()
+    held.wait(5)
+    return done
+
+
+@pytest.mark.parametrize("case", ["qp-lock-held", "not-bytes", "over-mtu", "window-full"])
+def test_a_reply_outside_post_replys_common_case_is_left_to_the_caller(naa: Naa, case: str) -> None:
+    view = memoryview(bytearray(8))
+    if case == "not-bytes":
+        view = view.cast("d")
+    if case == "over-mtu":
+        view = memoryview(bytearray(naa.qp.config.mtu + 4))
+    if case == "window-full":
+        naa.qp._cwnd = 0.5
+    plan = (9, view, REPLY_VA, REPLY_RKEY, REPLY_IMM, 2)
+    releases: list[threading.Event] = []
+
+    def hook(imm: int) -> object:
+        if case == "qp-lock-held":  # another thread enters the QP while the kernel runs
+            releases.append(_busy_lock(naa.qp))
+        return plan
+
+    naa.qp.inline_reply = hook  # type: ignore[assignment]
+    before = _send_state(naa.qp)
+    naa.send(naa.request())
+    try:
+        *_rest, req = naa.receive(reply=True)
+    finally:
+        for r in releases:
+            r.set()
+    assert isinstance(req, tuple)
+    assert req[8] == (plan, -1)
+    assert len(releases) == (case == "qp-lock-held")
+    assert naa.host.recv(100) == naa.ack(EPSN, msn=1)
+    assert naa.nothing_sent()
+    assert _send_state(naa.qp) == before
+
+
+def test_the_endpoint_counts_an_inline_reply_and_posts_the_next_receive(naa: Naa) -> None:
+    naa.ep._running = True  # as the receive thread would run it (not started here)
+    plan = (9, memoryview(bytearray(b"\x33")), REPLY_VA, REPLY_RKEY, REPLY_IMM, 4)
+    _hook(naa, plan, [])
+    naa.send(naa.request(b"\x09"))
+    assert naa.ep._receive_compiled(2000, 0) is True
+    assert naa.completions == []  # the hook took the request: no completion to report
+    s = naa.ep.stats
+    assert (s.packets_rx, s.bytes_rx, s.packets_tx, s.bytes_tx) == (1, 40, 2, 60)
+    assert [r.wr_id for r in naa.qp._rq] == [4]
+    assert naa.host.recv(100) == naa.ack(EPSN, msn=1)
+    assert naa.host.recv(100) == _reply_wire(naa, b"\x33")
+
+
+def test_the_endpoint_posts_a_reply_c_left_to_it_through_post_reply(naa: Naa) -> None:
+    naa.ep._running = True
+    naa.qp._cwnd = 0.5  # no room here: C leaves it; post_reply queues it until room
+    plan = (9, memoryview(bytearray(b"\x33")), REPLY_VA, REPLY_RKEY, REPLY_IMM, 4)
+    _hook(naa, plan, [])
+    naa.send(naa.request(b"\x09"))
+    assert naa.ep._receive_compiled(2000, 0) is True
+    assert [(w.wr_id, w.imm) for w in naa.qp._sq] == [(9, REPLY_IMM)]
+    assert [r.wr_id for r in naa.qp._rq] == [4]
+    assert naa.host.recv(100) == naa.ack(EPSN, msn=1)
+    assert naa.nothing_sent()  # queued: the window has no room
