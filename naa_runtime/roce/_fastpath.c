@@ -658,11 +658,137 @@ done:
     return r;
 }
 
+/* The attribute names the C steps read and write on queue pairs, interned once (PyInit__fastpath). */
+#define NAMES(X)                                                                              \
+    X(_lock) X(acquire) X(release) X(_fatal) X(_epsn) X(_cur_view) X(config)                  \
+    X(ack_before_completion) X(mtu) X(_rq) X(memory) X(_by_rkey) X(access) X(va) X(view)      \
+    X(popleft) X(wr_id) X(_msn) X(_cur_len) X(_cur_pos) X(_cur_is_send) X(_nak_sent)          \
+    X(_ack_pending) X(_dqp_word) X(state) X(_una) X(_assign_psn) X(_next_psn) X(_undo)         \
+    X(_backoff) X(_rnr_until) X(_cwnd) X(_ssthresh) X(window) X(_sq) X(first_psn) X(npkts)    \
+    X(_hint) X(is_send) X(length) X(_retries) X(retry_count) X(_rtt_psn) X(_rtt_t0)           \
+    X(_srtt) X(_rttvar) X(min_rto) X(ack_timeout) X(_deadline) X(_rto) X(inline_reply)       \
+    X(send_write_imm) X(_sent_single)
+#define DECLARE_NAME(n) static PyObject *s##n;
+NAMES(DECLARE_NAME)
+
+static int init_names(void) {
+#define INIT_NAME(n)                                                                          \
+    if ((s##n = PyUnicode_InternFromString(#n)) == NULL) return -1;
+    NAMES(INIT_NAME)
+    return 0;
+}
+
+/* qp._lock.acquire(False), its lock object in *lock (a new reference, or NULL): 1 taken,
+ * 0 held by another thread, -1 an exception. */
+static int try_lock(PyObject *qp, PyObject **lock) {
+    *lock = PyObject_GetAttr(qp, s_lock);
+    if (*lock == NULL) return -1;
+    PyObject *res = PyObject_CallMethodOneArg(*lock, sacquire, Py_False);
+    if (res == NULL) return -1;
+    int t = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    return t;
+}
+
+/* lock.release() of a QP's lock taken by the caller, the exception already set (if any)
+ * kept: 0, or -1 with release's own exception if release failed. */
+static int release_lock(PyObject *lock) {
+    PyObject *exc_t, *exc_v, *exc_tb;
+    PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
+    PyObject *res = PyObject_CallMethodNoArgs(lock, srelease);
+    if (res == NULL) {
+        Py_XDECREF(exc_t);
+        Py_XDECREF(exc_v);
+        Py_XDECREF(exc_tb);
+        return -1;
+    }
+    Py_DECREF(res);
+    PyErr_Restore(exc_t, exc_v, exc_tb);
+    return 0;
+}
+
+/* Small helpers over the QP's attributes (GIL held). -1: an exception is set. */
+static int get_ul(PyObject *o, PyObject *name, unsigned long *out) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL) return -1;
+    *out = PyLong_AsUnsignedLong(v);
+    Py_DECREF(v);
+    return (*out == (unsigned long)-1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int get_truth(PyObject *o, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL) return -1;
+    int t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return t;
+}
+
+static int get_double(PyObject *o, PyObject *name, double *out) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL) return -1;
+    *out = PyFloat_AsDouble(v);
+    Py_DECREF(v);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int set_double(PyObject *o, PyObject *name, double value) {
+    PyObject *v = PyFloat_FromDouble(value);
+    if (v == NULL) return -1;
+    int r = PyObject_SetAttr(o, name, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* QueuePair._sample_rtt(now) then its _set_rto() with no backoff (the caller checked
+ * _backoff == 0), in C with the same double arithmetic in the same order: the Python
+ * method call from C cost ~2 us of the NAA's turnaround. 0, or -1 with an exception. */
+static int sample_rtt(PyObject *qp, PyObject *cfg, double now) {
+    double t0, srtt, rttvar;
+    if (get_double(qp, s_rtt_t0, &t0) < 0) return -1;
+    double r = now - t0;
+    PyObject *minus1 = PyLong_FromLong(-1);
+    if (minus1 == NULL) return -1;
+    int sr = PyObject_SetAttr(qp, s_rtt_psn, minus1);
+    Py_DECREF(minus1);
+    if (sr < 0) return -1;
+    if (r < 0) return 0; /* a caller's clock other than time.monotonic (tests) */
+    if (get_double(qp, s_srtt, &srtt) < 0 || get_double(qp, s_rttvar, &rttvar) < 0) return -1;
+    if (srtt == 0.0) {
+        srtt = r;
+        rttvar = r / 2;
+    } else {
+        rttvar = 0.75 * rttvar + 0.25 * fabs(srtt - r);
+        srtt = 0.875 * srtt + 0.125 * r;
+    }
+    if (set_double(qp, s_srtt, srtt) < 0 || set_double(qp, s_rttvar, rttvar) < 0) return -1;
+    double ack_timeout, min_rto, rto;
+    if (get_double(cfg, sack_timeout, &ack_timeout) < 0) return -1;
+    if (srtt == 0.0) {
+        rto = ack_timeout;
+    } else {
+        if (get_double(cfg, smin_rto, &min_rto) < 0) return -1;
+        double base = srtt + 4 * rttvar;
+        if (min_rto > base) base = min_rto; /* max(min_rto, base): min_rto on a tie */
+        rto = ack_timeout < base ? ack_timeout : base; /* min(ack_timeout, base) */
+    }
+    return set_double(qp, s_rto, rto);
+}
+
+static int set_ul(PyObject *o, PyObject *name, unsigned long value) {
+    PyObject *v = PyLong_FromUnsignedLong(value);
+    if (v == NULL) return -1;
+    int r = PyObject_SetAttr(o, name, v);
+    Py_DECREF(v);
+    return r;
+}
+
 PyDoc_STRVAR(
     rpc_round_trip_doc,
     "rpc_round_trip(fd, ip, out, gso_seg, qpn, req_psn, epsn, ack_state, reply_state,\n"
-    "               reply_len, spin_ns, timeout_ns, rxbuf, place=None, /)\n"
-    "    -> (status, errno, dgrams)\n\n"
+    "               reply_len, spin_ns, timeout_ns, rxbuf, place=None, held=None,\n"
+    "               sample=False, /)\n"
+    "    -> (status, errno, dgrams, imm)\n\n"
     "The socket side of an RPC's round trip on the host, without the GIL: send the finished\n"
     "datagram(s) `out` (a sequence of buffers, ICRCs included; one sendmsg to ip:4791, with\n"
     "UDP_SEGMENT `gso_seg` unless 0; nothing if `out` is empty: the caller sent them with\n"
@@ -682,18 +808,23 @@ PyDoc_STRVAR(
     "without, nothing is placed (the caller hands the datagrams to its queue pair). In every\n"
     "case but RT_OK nothing was written to `target`.\n"
     "They are kept in `rxbuf` (at least 65600 bytes), listed in `dgrams` in arrival order as\n"
-    "(offset, nbytes, gro_segment, ip (4 bytes), port).");
+    "(offset, nbytes, gro_segment, ip (4 bytes), port); `imm` is the reply's ImmDt on RT_OK,\n"
+    "else -1. With `held`, a queue pair whose lock the caller took (round_trip_speculate),\n"
+    "RT_OK also does QueuePair.round_trip_confirm's work at the reply's arrival: the RTT\n"
+    "sample if `sample`, then the lock released (every other outcome leaves it to the\n"
+    "caller's round_trip_abort).");
 
 static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
     int fd;
     Py_buffer ip, rxbuf, target = {0};
-    PyObject *out, *place = Py_None;
+    PyObject *out, *place = Py_None, *held = Py_None;
     Py_ssize_t gso_seg, reply_len;
     unsigned long qpn, req_psn, epsn, ack_state, reply_state;
     long long spin_ns, timeout_ns;
-    if (!PyArg_ParseTuple(args, "iy*OnkkkkknLLw*|O:rpc_round_trip", &fd, &ip, &out, &gso_seg,
+    int sample = 0;
+    if (!PyArg_ParseTuple(args, "iy*OnkkkkknLLw*|OOp:rpc_round_trip", &fd, &ip, &out, &gso_seg,
                           &qpn, &req_psn, &epsn, &ack_state, &reply_state, &reply_len, &spin_ns,
-                          &timeout_ns, &rxbuf, &place))
+                          &timeout_ns, &rxbuf, &place, &held, &sample))
         return NULL;
     PyObject *result = NULL, *seq = NULL;
     int placing = place != Py_None;
@@ -738,6 +869,8 @@ static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
     memcpy(&to.sin_addr, ip.buf, 4);
     int status = RT_OK, err = 0, got_ack = 0;
     int got_reply = 0;
+    long long imm = -1;
+    int64_t done_ns = 0;
     Py_ssize_t used = 0, count = 0, reply_at = 0;
     Py_ssize_t offs[RT_MAX_DGRAMS], lens[RT_MAX_DGRAMS], segs[RT_MAX_DGRAMS];
     struct sockaddr_in froms[RT_MAX_DGRAMS];
@@ -840,10 +973,24 @@ static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
         if (got_ack && got_reply) {
             if (placing && target.len)
                 memcpy(target.buf, rb + reply_at + BTH_LEN + 20, (size_t)target.len);
+            imm = get_be32(rb + reply_at + BTH_LEN + 16);
+            done_ns = mono_ns();
             break;
         }
     }
     Py_END_ALLOW_THREADS
+    if (status == RT_OK && held != Py_None) {
+        /* QueuePair.round_trip_confirm at the reply's arrival: the RTT sample, the lock
+         * round_trip_speculate took released (left held, with the exception, on a failure:
+         * the caller's round_trip_abort restores and releases) */
+        PyObject *cfg = PyObject_GetAttr(held, sconfig), *lock = NULL;
+        int bad = cfg == NULL || (sample && sample_rtt(held, cfg, (double)done_ns / 1e9) < 0) ||
+                  (lock = PyObject_GetAttr(held, s_lock)) == NULL;
+        Py_XDECREF(cfg);
+        if (!bad) bad = release_lock(lock) < 0;
+        Py_XDECREF(lock);
+        if (bad) goto done;
+    }
     PyObject *dgrams = PyTuple_New(count);
     if (dgrams == NULL) goto done;
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -856,7 +1003,7 @@ static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
         }
         PyTuple_SET_ITEM(dgrams, i, d);
     }
-    result = Py_BuildValue("(iiN)", status, err, dgrams);
+    result = Py_BuildValue("(iiNL)", status, err, dgrams, imm);
 done:
     for (Py_ssize_t i = 0; i < nparts; i++) PyBuffer_Release(&parts[i]);
     Py_XDECREF(seq);
@@ -1133,131 +1280,6 @@ static PyObject *fp_build_round_trip(PyObject *self, PyObject *args) {
     }
 done:
     PyBuffer_Release(&payload);
-    return r;
-}
-
-/* The attribute names request_step reads and writes, interned once (PyInit__fastpath). */
-#define NAMES(X)                                                                              \
-    X(_lock) X(acquire) X(release) X(_fatal) X(_epsn) X(_cur_view) X(config)                  \
-    X(ack_before_completion) X(mtu) X(_rq) X(memory) X(_by_rkey) X(access) X(va) X(view)      \
-    X(popleft) X(wr_id) X(_msn) X(_cur_len) X(_cur_pos) X(_cur_is_send) X(_nak_sent)          \
-    X(_ack_pending) X(_dqp_word) X(state) X(_una) X(_assign_psn) X(_next_psn) X(_undo)         \
-    X(_backoff) X(_rnr_until) X(_cwnd) X(_ssthresh) X(window) X(_sq) X(first_psn) X(npkts)    \
-    X(_hint) X(is_send) X(length) X(_retries) X(retry_count) X(_rtt_psn) X(_rtt_t0)           \
-    X(_srtt) X(_rttvar) X(min_rto) X(ack_timeout) X(_deadline) X(_rto) X(inline_reply)       \
-    X(send_write_imm) X(_sent_single)
-#define DECLARE_NAME(n) static PyObject *s##n;
-NAMES(DECLARE_NAME)
-
-static int init_names(void) {
-#define INIT_NAME(n)                                                                          \
-    if ((s##n = PyUnicode_InternFromString(#n)) == NULL) return -1;
-    NAMES(INIT_NAME)
-    return 0;
-}
-
-/* qp._lock.acquire(False), its lock object in *lock (a new reference, or NULL): 1 taken,
- * 0 held by another thread, -1 an exception. */
-static int try_lock(PyObject *qp, PyObject **lock) {
-    *lock = PyObject_GetAttr(qp, s_lock);
-    if (*lock == NULL) return -1;
-    PyObject *res = PyObject_CallMethodOneArg(*lock, sacquire, Py_False);
-    if (res == NULL) return -1;
-    int t = PyObject_IsTrue(res);
-    Py_DECREF(res);
-    return t;
-}
-
-/* lock.release() of a QP's lock taken by the caller, the exception already set (if any)
- * kept: 0, or -1 with release's own exception if release failed. */
-static int release_lock(PyObject *lock) {
-    PyObject *exc_t, *exc_v, *exc_tb;
-    PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
-    PyObject *res = PyObject_CallMethodNoArgs(lock, srelease);
-    if (res == NULL) {
-        Py_XDECREF(exc_t);
-        Py_XDECREF(exc_v);
-        Py_XDECREF(exc_tb);
-        return -1;
-    }
-    Py_DECREF(res);
-    PyErr_Restore(exc_t, exc_v, exc_tb);
-    return 0;
-}
-
-/* Small helpers over the QP's attributes (GIL held). -1: an exception is set. */
-static int get_ul(PyObject *o, PyObject *name, unsigned long *out) {
-    PyObject *v = PyObject_GetAttr(o, name);
-    if (v == NULL) return -1;
-    *out = PyLong_AsUnsignedLong(v);
-    Py_DECREF(v);
-    return (*out == (unsigned long)-1 && PyErr_Occurred()) ? -1 : 0;
-}
-
-static int get_truth(PyObject *o, PyObject *name) {
-    PyObject *v = PyObject_GetAttr(o, name);
-    if (v == NULL) return -1;
-    int t = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return t;
-}
-
-static int get_double(PyObject *o, PyObject *name, double *out) {
-    PyObject *v = PyObject_GetAttr(o, name);
-    if (v == NULL) return -1;
-    *out = PyFloat_AsDouble(v);
-    Py_DECREF(v);
-    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
-}
-
-static int set_double(PyObject *o, PyObject *name, double value) {
-    PyObject *v = PyFloat_FromDouble(value);
-    if (v == NULL) return -1;
-    int r = PyObject_SetAttr(o, name, v);
-    Py_DECREF(v);
-    return r;
-}
-
-/* QueuePair._sample_rtt(now) then its _set_rto() with no backoff (the caller checked
- * _backoff == 0), in C with the same double arithmetic in the same order: the Python
- * method call from C cost ~2 us of the NAA's turnaround. 0, or -1 with an exception. */
-static int sample_rtt(PyObject *qp, PyObject *cfg, double now) {
-    double t0, srtt, rttvar;
-    if (get_double(qp, s_rtt_t0, &t0) < 0) return -1;
-    double r = now - t0;
-    PyObject *minus1 = PyLong_FromLong(-1);
-    if (minus1 == NULL) return -1;
-    int sr = PyObject_SetAttr(qp, s_rtt_psn, minus1);
-    Py_DECREF(minus1);
-    if (sr < 0) return -1;
-    if (r < 0) return 0; /* a caller's clock other than time.monotonic (tests) */
-    if (get_double(qp, s_srtt, &srtt) < 0 || get_double(qp, s_rttvar, &rttvar) < 0) return -1;
-    if (srtt == 0.0) {
-        srtt = r;
-        rttvar = r / 2;
-    } else {
-        rttvar = 0.75 * rttvar + 0.25 * fabs(srtt - r);
-        srtt = 0.875 * srtt + 0.125 * r;
-    }
-    if (set_double(qp, s_srtt, srtt) < 0 || set_double(qp, s_rttvar, rttvar) < 0) return -1;
-    double ack_timeout, min_rto, rto;
-    if (get_double(cfg, sack_timeout, &ack_timeout) < 0) return -1;
-    if (srtt == 0.0) {
-        rto = ack_timeout;
-    } else {
-        if (get_double(cfg, smin_rto, &min_rto) < 0) return -1;
-        double base = srtt + 4 * rttvar;
-        if (min_rto > base) base = min_rto; /* max(min_rto, base): min_rto on a tie */
-        rto = ack_timeout < base ? ack_timeout : base; /* min(ack_timeout, base) */
-    }
-    return set_double(qp, s_rto, rto);
-}
-
-static int set_ul(PyObject *o, PyObject *name, unsigned long value) {
-    PyObject *v = PyLong_FromUnsignedLong(value);
-    if (v == NULL) return -1;
-    int r = PyObject_SetAttr(o, name, v);
-    Py_DECREF(v);
     return r;
 }
 

@@ -79,8 +79,10 @@ def rpc_round_trip(
     timeout_ns: int,
     rxbuf: bytearray,
     place: tuple[bytearray | memoryview, int, int] | None = None,
+    held: Any = None,
+    sample: bool = False,
     /,
-) -> tuple[int, int, tuple[tuple[int, int, int, bytes, int], ...]]: ...
+) -> tuple[int, int, tuple[tuple[int, int, int, bytes, int], ...], int]: ...
 def send_round_trip(
     fd: int, ip: bytes, out: bytes | bytearray | memoryview, gso_seg: int, /
 ) -> int: ...

@@ -80,7 +80,6 @@ log = logging.getLogger(__name__)
 
 _BTH = struct.Struct("!BBHII")
 _CRC = struct.Struct("<I")
-_IMM = struct.Struct("!I")
 _SEG = struct.Struct("=H")
 _ZEROS = b"\0\0\0\0"
 _STATES = struct.Struct(f"={_fastpath.MAX_SEGS}I")
@@ -1038,7 +1037,7 @@ class Endpoint:
                 dl = t0 + rto if deadline is None else min(deadline, t0 + rto)
                 speculated = qp.round_trip_speculate(n, t0)
                 try:
-                    status, err, dgrams = _fastpath.rpc_round_trip(
+                    status, err, dgrams, reply_imm = _fastpath.rpc_round_trip(
                         fd,
                         states[0],
                         (),
@@ -1056,24 +1055,21 @@ class Endpoint:
                         int(max(0.0, dl - t0) * 1e9),
                         self._rt_buf,
                         (target, target_va, target_rkey),
+                        qp,  # on RT_OK, C confirms the speculation (round_trip_confirm)
+                        speculated[1],
                     )
                 except BaseException:
                     qp.round_trip_abort(speculated)
                     raise
                 now = time.monotonic()
-                if status == _RT_OK:
-                    qp.round_trip_confirm(speculated, now)
-                else:
+                if status != _RT_OK:
                     qp.round_trip_abort(speculated)
             buf = self._rt_buf
             if status == _RT_OK:
                 stats.packets_rx += 2
                 stats.bytes_rx += 20 + reply_len
                 if on_reply is not None:
-                    # RT_OK: exactly the ACK (20 bytes) and the reply, in either order
-                    d0 = dgrams[0]
-                    off = d0[0] if d0[1] == reply_len else dgrams[1][0]
-                    if on_reply(_IMM.unpack_from(buf, off + BTH_LEN + RETH_LEN)[0], n):
+                    if on_reply(reply_imm, n):
                         deferred.add(qp)
                     else:
                         qp.flush_ack()
@@ -1087,7 +1083,7 @@ class Endpoint:
                     length=local.nbytes,
                     recv_wr_id=wr_id,
                     reply_bytes=n,
-                    imm=_IMM.unpack_from(buf, off + BTH_LEN + RETH_LEN)[0],
+                    imm=reply_imm,
                     b1=buf[off + 1],
                 )
                 for c in done_list:

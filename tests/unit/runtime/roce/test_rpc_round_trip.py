@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -94,7 +95,7 @@ class Pair:
 
     def call(
         self, out: list[bytes], *, gso: int = 0, timeout_ms: int = 2000, spin_ns: int = 0
-    ) -> tuple[int, int, tuple[tuple[int, int, int, bytes, int], ...]]:
+    ) -> tuple[int, int, tuple[tuple[int, int, int, bytes, int], ...], int]:
         return _fastpath.rpc_round_trip(
             self.ep._sock.fileno(),
             socket.inet_aton(self.naa_ip),
@@ -159,8 +160,8 @@ def _request(p: Pair) -> bytes:
 def test_ack_and_reply_in_either_order_give_ok_and_are_kept_for_the_qp(pair: Pair) -> None:
     for first, second in ((_ack(), _reply()), (_reply(), _ack())):
         pair.to_host(first, second)
-        status, err, dgrams = pair.call([_request(pair)])
-        assert (status, err) == (_fastpath.RT_OK, 0)
+        status, err, dgrams, imm = pair.call([_request(pair)])
+        assert (status, err, imm) == (_fastpath.RT_OK, 0, 0x00000100)  # the reply's ImmDt
         assert pair.naa.recv(100) == _request(pair)
         got = [bytes(pair.rxbuf[off : off + n]) for off, n, _seg, _ip, _port in dgrams]
         assert got == [
@@ -191,8 +192,8 @@ def test_an_unusual_datagram_falls_back_with_everything_received(
     pair: Pair, unusual: bytes
 ) -> None:
     pair.to_host(_ack(), unusual, _reply())
-    status, _err, dgrams = pair.call([_request(pair)])
-    assert status == _fastpath.RT_FALLBACK
+    status, _err, dgrams, imm = pair.call([_request(pair)])
+    assert (status, imm) == (_fastpath.RT_FALLBACK, -1)
     assert [bytes(pair.rxbuf[o : o + n]) for o, n, *_ in dgrams] == [
         _wire(_ack(), src=pair.naa_ip, dst=pair.host),
         _wire(unusual, src=pair.naa_ip, dst=pair.host),
@@ -205,28 +206,28 @@ def test_a_second_ack_a_bad_icrc_or_a_stranger_falls_back(pair: Pair) -> None:
     bad = bytearray(_wire(_ack(), src=pair.naa_ip, dst=pair.host))
     bad[-1] ^= 1
     pair.naa.sendto(bytes(bad), (pair.host, ROCE_UDP_PORT))
-    status, _err, dgrams = pair.call([_request(pair)])
+    status, _err, dgrams, _imm = pair.call([_request(pair)])
     assert status == _fastpath.RT_FALLBACK
     assert len(dgrams) == 1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
         stranger.bind((pair.naa_ip, 0))  # the NAA's address, another port
         stranger.sendto(_wire(_ack(), src=pair.naa_ip, dst=pair.host), (pair.host, 4791))
-        status, _err, dgrams = pair.call([_request(pair)])
+        status, _err, dgrams, _imm = pair.call([_request(pair)])
     assert status == _fastpath.RT_FALLBACK
     assert dgrams[0][4] != ROCE_UDP_PORT
 
 
 def test_silence_times_out_and_keeps_what_arrived(pair: Pair) -> None:
-    status, _err, dgrams = pair.call([_request(pair)], timeout_ms=20, spin_ns=1 * MS)
+    status, _err, dgrams, _imm = pair.call([_request(pair)], timeout_ms=20, spin_ns=1 * MS)
     assert (status, dgrams) == (_fastpath.RT_TIMEOUT, ())
     pair.to_host(_reply())
-    status, _err, dgrams = pair.call([_request(pair)], timeout_ms=20)
+    status, _err, dgrams, _imm = pair.call([_request(pair)], timeout_ms=20)
     assert status == _fastpath.RT_TIMEOUT
     assert len(dgrams) == 1
 
 
 def test_a_failed_send_is_reported_with_its_errno(pair: Pair) -> None:
-    status, err, dgrams = pair.call([b"x" * 70000])
+    status, err, dgrams, _imm = pair.call([b"x" * 70000])
     assert (status, dgrams) == (_fastpath.RT_ERROR, ())
     assert err != 0
 
@@ -369,9 +370,9 @@ def test_a_request_sent_apart_is_waited_for_by_a_round_trip_with_nothing_to_send
     assert _fastpath.send_round_trip(fd, ip, _request(pair), 0) == 0
     assert pair.naa.recv(100) == _request(pair)
     pair.to_host(_ack(), _reply())
-    status, err, dgrams = pair.call([])
+    status, err, dgrams, _imm = pair.call([])
     assert (status, err, len(dgrams)) == (_fastpath.RT_OK, 0, 2)
-    status, err, dgrams = pair.call([], timeout_ms=20)
+    status, err, dgrams, _imm = pair.call([], timeout_ms=20)
     assert (status, dgrams) == (_fastpath.RT_TIMEOUT, ())
 
 
@@ -414,3 +415,56 @@ def test_a_confirmed_speculation_is_the_commit(pair: Pair, earlier: bool) -> Non
     assert state(fast)["_srtt"] > (0.1 if earlier else 0.00007)
     assert fast._lock.acquire(blocking=False)
     fast._lock.release()
+
+
+def _wait_held(pair: Pair, qp: QueuePair, sample: bool, timeout_ms: int = 2000) -> int:
+    """`rpc_round_trip` with nothing to send, confirming `qp`'s speculation on RT_OK."""
+    return _fastpath.rpc_round_trip(
+        pair.ep._sock.fileno(),
+        socket.inet_aton(pair.naa_ip),
+        (),
+        0,
+        QPN,
+        REQ_PSN,
+        EPSN,
+        pair.state(20),
+        pair.state(REPLY_LEN),
+        REPLY_LEN,
+        0,
+        timeout_ms * MS,
+        pair.rxbuf,
+        None,
+        qp,
+        sample,
+    )[0]
+
+
+@pytest.mark.parametrize("sample", [True, False])
+def test_a_finished_round_trip_confirms_the_speculation_in_c(pair: Pair, sample: bool) -> None:
+    """With `held`, RT_OK does `round_trip_confirm`'s work at the reply's arrival: the RTT
+    sample (if due) on the clock of `time.monotonic`, and the QP's lock released."""
+    qp = pair.qp()
+    t0 = time.monotonic()
+    speculated = qp.round_trip_speculate(1, t0)
+    assert qp._lock._is_owned()  # type: ignore[attr-defined]
+    pair.to_host(_ack(), _reply())
+    assert _wait_held(pair, qp, sample) == _fastpath.RT_OK
+    elapsed = time.monotonic() - t0
+    assert not qp._lock._is_owned()  # type: ignore[attr-defined]
+    if sample:
+        assert qp._rtt_psn == -1
+        assert 0 < qp._srtt <= elapsed
+        assert qp._rto == max(qp.config.min_rto, qp._srtt + 4 * qp._rttvar)
+    else:  # left as the speculation made it: the request's PSN still timed
+        assert (qp._rtt_psn, qp._srtt) == (REQ_PSN, 0.0)
+    assert speculated[1]
+
+
+def test_an_unfinished_round_trip_leaves_the_speculation_to_the_caller(pair: Pair) -> None:
+    qp = pair.qp()
+    before = dict(vars(qp))
+    speculated = qp.round_trip_speculate(1, time.monotonic())
+    assert _wait_held(pair, qp, True, timeout_ms=20) == _fastpath.RT_TIMEOUT
+    assert qp._lock._is_owned()  # type: ignore[attr-defined]  # still held: abort's to undo
+    qp.round_trip_abort(speculated)
+    assert vars(qp) == before
