@@ -836,15 +836,10 @@ class Endpoint:
 
     def _spin(self, now: float) -> float:
         """Seconds to busy-poll after a packet: `config.busy_poll` while the machine has a
-        CPU to spare (1-minute load average below the CPU count, looked at once a second),
-        else 0."""
+        CPU to spare (`cpu_to_spare`, looked at once a second), else 0."""
         if now >= self._spin_checked + 1.0:
             self._spin_checked = now
-            try:
-                idle = os.getloadavg()[0] < (os.cpu_count() or 1)
-            except OSError:
-                idle = False
-            self._spin_now = self.config.busy_poll if idle else 0.0
+            self._spin_now = self.config.busy_poll if cpu_to_spare() else 0.0
         return self._spin_now
 
     def _foreground(self) -> bool:
@@ -1437,6 +1432,33 @@ class Endpoint:
 
     def __repr__(self) -> str:
         return f"Endpoint({self.address}:{self.port})"
+
+
+CPU_PRESSURE = "/proc/pressure/cpu"
+SPIN_CPU_PRESSURE = 25.0
+"""Busy-polling stays on while tasks waited for a CPU less than this share (%) of the last
+10 s (`cpu_to_spare`). Two receivers spinning on an otherwise idle 2-CPU machine show ~1 %;
+one more CPU-bound process there shows 50 % and more."""
+
+
+def cpu_to_spare(pressure: str | None = None) -> bool:
+    """Whether this machine has a CPU to spare for busy-polling receivers: its CPU pressure
+    (Linux PSI: the share of the last 10 s in which some runnable task waited for a CPU) is
+    below SPIN_CPU_PRESSURE %. PSI sees contention as it happens and within ~10 s of its end,
+    and a spinning receiver that yields between its polls adds none; the 1-minute load
+    average, the fallback where PSI is missing (no /proc/pressure), counts the spinners
+    themselves as load and lags a burst of work by minutes."""
+    try:
+        with open(pressure or CPU_PRESSURE, "rb") as f:
+            some = f.readline().split()  # b"some avg10=0.20 avg60=1.51 avg300=1.56 total=..."
+        if some[0] == b"some" and some[1].startswith(b"avg10="):
+            return float(some[1][6:]) < SPIN_CPU_PRESSURE
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.getloadavg()[0] < (os.cpu_count() or 1)
+    except OSError:
+        return False
 
 
 def _tx_error(err: int) -> str:

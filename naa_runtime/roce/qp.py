@@ -127,9 +127,10 @@ class TransportConfig:
     """Seconds a receiver (a caller in `Endpoint.drive`, and the receive thread) keeps polling
     the socket without blocking (yielding the CPU between tries) after the last packet, before
     it sleeps in poll(): the next packet of a round trip then finds it awake (no wake-up of a
-    sleeping thread on either side). Only while the 1-minute load average is below the CPU
-    count (`Endpoint` checks once a second): on a busy 2-CPU machine the spin took CPU from
-    the peer (p50 round trip 299 µs with 50 µs of spin vs 216 µs without). 0 turns it off."""
+    sleeping thread on either side). Only while the machine has a CPU to spare
+    (`endpoint.cpu_to_spare`: CPU pressure below 25 %, checked once a second): on a busy
+    2-CPU machine the spin took CPU from the peer (p50 round trip 299 µs with 50 µs of spin
+    vs 216 µs without). 0 turns it off."""
 
 
 class QpState(IntEnum):
