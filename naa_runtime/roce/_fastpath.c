@@ -409,6 +409,43 @@ static int send_ack(int fd, unsigned char *pkt, uint32_t state, const struct soc
 
 enum { BURST_DRAINED = 0, BURST_PENDING = 1, BURST_ERROR = 2, BURST_ACK_OWED = 3 };
 
+/* One non-blocking recvmsg of a datagram (a GRO batch) into buf[:len], GIL released by the
+ * caller: its length (-1 with errno set: EAGAIN when nothing is there; EINTR retried), the
+ * sender in *from, the GRO segment size in *gso (the length if not a batch), and whether it
+ * was truncated in *trunc. */
+static ssize_t recv_gro(int fd, void *buf, size_t len, struct sockaddr_in *from,
+                        Py_ssize_t *gso, int *trunc) {
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    union {
+        char c[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctrl;
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_name = from;
+    msg.msg_namelen = sizeof *from;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl.c;
+    msg.msg_controllen = sizeof ctrl.c;
+    ssize_t n;
+    do {
+        n = recvmsg(fd, &msg, MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return n;
+    *gso = n;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO &&
+            cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            int v;
+            memcpy(&v, CMSG_DATA(cm), sizeof v);
+            *gso = v;
+        }
+    }
+    *trunc = (msg.msg_flags & MSG_TRUNC) != 0;
+    return n;
+}
+
 PyDoc_STRVAR(
     rx_burst_doc,
     "rx_burst(fd, buf, nbytes, seg, src_ip, src_port, first8, states, target, pos, room, psn,\n"
@@ -529,23 +566,9 @@ static PyObject *fp_rx_burst(PyObject *self, PyObject *args) {
             break;
         }
         if (++dgrams >= max_dgrams || placed >= room) break;
-        struct iovec iov = {.iov_base = b, .iov_len = (size_t)buf.len};
-        union {
-            char buf[CMSG_SPACE(sizeof(int))];
-            struct cmsghdr align;
-        } ctrl;
-        struct msghdr msg;
-        memset(&msg, 0, sizeof msg);
-        msg.msg_name = &from;
-        msg.msg_namelen = sizeof from;
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctrl.buf;
-        msg.msg_controllen = sizeof ctrl.buf;
-        ssize_t n;
-        do {
-            n = recvmsg(fd, &msg, MSG_DONTWAIT);
-        } while (n < 0 && errno == EINTR);
+        Py_ssize_t gso;
+        int trunc;
+        ssize_t n = recv_gro(fd, b, (size_t)buf.len, &from, &gso, &trunc);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 status = BURST_ERROR;
@@ -553,19 +576,10 @@ static PyObject *fp_rx_burst(PyObject *self, PyObject *args) {
             }
             break; /* buf still holds the last batch, all of it placed */
         }
-        Py_ssize_t gso = n;
-        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm)) {
-            if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO &&
-                cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
-                int v;
-                memcpy(&v, CMSG_DATA(cm), sizeof v);
-                gso = v;
-            }
-        }
         cur_n = n;
         cur_seg = gso;
         if (from.sin_addr.s_addr != want_ip.s_addr || from.sin_port != want_port ||
-            gso != seg || n < 2 * seg || (msg.msg_flags & MSG_TRUNC)) {
+            gso != seg || n < 2 * seg || trunc) {
             status = BURST_PENDING; /* not the next batch of this run: the caller's */
             left_done = 0;
             break;
@@ -891,23 +905,11 @@ static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
             status = RT_FALLBACK;
             break;
         }
-        struct iovec riov = {.iov_base = rb + used, .iov_len = (size_t)(rxbuf.len - used)};
-        union {
-            char buf[CMSG_SPACE(sizeof(int))];
-            struct cmsghdr align;
-        } rctrl;
         struct sockaddr_in from;
-        struct msghdr rmsg;
-        memset(&rmsg, 0, sizeof rmsg);
-        rmsg.msg_name = &from;
-        rmsg.msg_namelen = sizeof from;
-        rmsg.msg_iov = &riov;
-        rmsg.msg_iovlen = 1;
-        rmsg.msg_control = rctrl.buf;
-        rmsg.msg_controllen = sizeof rctrl.buf;
-        ssize_t n = recvmsg(fd, &rmsg, MSG_DONTWAIT);
+        Py_ssize_t gso;
+        int trunc;
+        ssize_t n = recv_gro(fd, rb + used, (size_t)(rxbuf.len - used), &from, &gso, &trunc);
         if (n < 0) {
-            if (errno == EINTR) continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 status = RT_ERROR;
                 err = errno;
@@ -927,15 +929,6 @@ static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
             (void)poll(&pfd, 1, left_ms > 200 ? 200 : (int)left_ms);
             continue;
         }
-        Py_ssize_t gso = n;
-        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&rmsg); cm != NULL; cm = CMSG_NXTHDR(&rmsg, cm)) {
-            if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO &&
-                cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
-                int v;
-                memcpy(&v, CMSG_DATA(cm), sizeof v);
-                gso = v;
-            }
-        }
         offs[count] = used;
         lens[count] = n;
         segs[count] = gso;
@@ -945,7 +938,7 @@ static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
         used += n;
         spin_until = mono_ns() + spin_ns;
         if (from.sin_addr.s_addr != to.sin_addr.s_addr || from.sin_port != to.sin_port ||
-            gso < n || (rmsg.msg_flags & MSG_TRUNC) || n < BTH_LEN + ICRC_LEN ||
+            gso < n || trunc || n < BTH_LEN + ICRC_LEN ||
             (p[1] & 0x0F) != 0 || (p[2] & 0x7F) != 0x7F || p[3] != 0xFF ||
             (get_be32(p + 4) & PSN_MASK) != qpn) {
             status = RT_FALLBACK;
@@ -1760,35 +1753,8 @@ static PyObject *fp_naa_receive(PyObject *self, PyObject *args) {
     int64_t spin_until = spin_ns > 0 ? mono_ns() + spin_ns : 0;
     int waited = 0;
     for (;;) {
-        struct iovec iov = {.iov_base = b, .iov_len = (size_t)buf.len};
-        union {
-            char c[CMSG_SPACE(sizeof(int))];
-            struct cmsghdr align;
-        } ctrl;
-        struct msghdr msg;
-        memset(&msg, 0, sizeof msg);
-        msg.msg_name = &from;
-        msg.msg_namelen = sizeof from;
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctrl.c;
-        msg.msg_controllen = sizeof ctrl.c;
-        n = recvmsg(fd, &msg, MSG_DONTWAIT);
-        if (n >= 0) {
-            gso = n;
-            for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL;
-                 cm = CMSG_NXTHDR(&msg, cm)) {
-                if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO &&
-                    cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
-                    int v;
-                    memcpy(&v, CMSG_DATA(cm), sizeof v);
-                    gso = v;
-                }
-            }
-            trunc = (msg.msg_flags & MSG_TRUNC) != 0;
-            break;
-        }
-        if (errno == EINTR) continue;
+        n = recv_gro(fd, b, (size_t)buf.len, &from, &gso, &trunc);
+        if (n >= 0) break;
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
             err = errno;
             break;

@@ -361,15 +361,19 @@ class QueuePair:
         acknowledged, no partial message arriving, no receive posted, no RNR wait): the
         state `Endpoint.round_trip` starts from."""
         with self._lock:
-            return (
-                self.state == _QPSTATE_RTS
-                and not self._fatal
-                and not self._sq
-                and not self._rq
-                and self._cur_view is None
-                and self._rnr_until is None
-                and self._una == self._next_psn == self._assign_psn
-            )
+            return self._idle()
+
+    def _idle(self) -> bool:
+        """`idle`, the lock held."""
+        return (
+            self.state == _QPSTATE_RTS
+            and not self._fatal
+            and not self._sq
+            and not self._rq
+            and self._cur_view is None
+            and self._rnr_until is None
+            and self._una == self._next_psn == self._assign_psn
+        )
 
     @property
     def rto(self) -> float:
@@ -398,17 +402,9 @@ class QueuePair:
         expected PSN). Changes nothing: `commit_round_trip` or `round_trip_sent` records
         them."""
         with self._lock:
-            psn = self._assign_psn
-            if not (
-                self.state == _QPSTATE_RTS
-                and not self._fatal
-                and not self._sq
-                and not self._rq
-                and self._cur_view is None
-                and self._rnr_until is None
-                and self._una == self._next_psn == psn
-            ):
+            if not self._idle():
                 return None
+            psn = self._assign_psn
             n = local.nbytes
             pad = (-n) & 3
             hdr = bytearray(
@@ -442,17 +438,9 @@ class QueuePair:
         `idle`; else the request's PSN, the expected PSN, and the PSN and AETH of the ACK
         owed behind it (-1 and 0 if none). Changes nothing."""
         with self._lock:
-            psn = self._assign_psn
-            if not (
-                self.state == _QPSTATE_RTS
-                and not self._fatal
-                and not self._sq
-                and not self._rq
-                and self._cur_view is None
-                and self._rnr_until is None
-                and self._una == self._next_psn == psn
-            ):
+            if not self._idle():
                 return None
+            psn = self._assign_psn
             epsn = self._epsn
             if self._ack_pending:
                 return (
