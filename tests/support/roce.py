@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from naa_runtime.kernels import TEST_FUNCTIONS, Kernel, default_registry
-from naa_runtime.rpc import RpcServer
+from naa_runtime.mrsp import MrFlags
+from naa_runtime.rpc import HostConnection, Region, RpcServer
 
 _counter = itertools.count()
 _SECOND_OCTET = 100 + os.getpid() % 100
@@ -73,3 +74,50 @@ def kernel_lookup() -> Callable[[int], Kernel | None]:
 
 
 ServerFactory = Callable[..., RpcServer]
+
+
+def connect_regions(
+    naa_address: str, size: int, *, aliased: bool = False, **host: object
+) -> tuple[HostConnection, np.ndarray, np.ndarray]:
+    """A host connected to the NAA at `naa_address` (from a fresh loopback address; `host`
+    goes to HostConnection) with an input region `src` and an output region `dst` of `size`
+    bytes (`src` as one INPUT|OUTPUT region if `aliased`), MRSP done."""
+    src = np.zeros(size, np.uint8)
+    dst = np.zeros(size, np.uint8)
+    h = HostConnection(naa_address=naa_address, local_address=next_loopback(), **host)  # type: ignore[arg-type]
+    h.connect()
+    if aliased:
+        h.register([Region(view=memoryview(src), flags=MrFlags.INPUT | MrFlags.OUTPUT)])
+    else:
+        h.register(
+            [
+                Region(view=memoryview(src), flags=MrFlags.INPUT),
+                Region(view=memoryview(dst), flags=MrFlags.OUTPUT, requested_addr=1 << 20),
+            ]
+        )
+    h.mrsp()
+    return h, src, dst
+
+
+def call_random(
+    h: HostConnection,
+    src: np.ndarray,
+    dst: np.ndarray,
+    *,
+    fn: int,
+    calls: int,
+    seed: int,
+    aliased: bool = False,
+) -> list[tuple[int, bytes]]:
+    """`calls` RPCs of kernel `fn` with fresh random input in `src` each time: what each
+    returned and the output region after it (kernel 20 checked to have copied the input)."""
+    rng = np.random.default_rng(seed)
+    results = []
+    for i in range(calls):
+        data = rng.integers(0, 256, src.size, dtype=np.uint8)
+        src[:] = data
+        rc = h.call(fn, user=i, timeout=30)
+        if fn == 20:
+            assert np.array_equal(dst, data), f"call {i}"
+        results.append((rc, (src if aliased else dst).tobytes()))
+    return results

@@ -9,17 +9,15 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-import numpy as np
 import pytest
 
-from naa_runtime.mrsp import MrFlags
 from naa_runtime.roce import _fastpath
 from naa_runtime.roce import endpoint as endpoint_module
 from naa_runtime.roce.endpoint import Impairment
 from naa_runtime.roce.packets import AETH_LEN, BTH_LEN, ICRC_LEN
 from naa_runtime.roce.qp import QueuePair, TransportConfig
-from naa_runtime.rpc import HostConnection, Region, RpcServer
-from tests.support.roce import ServerFactory, next_loopback
+from naa_runtime.rpc import RpcServer
+from tests.support.roce import ServerFactory, call_random, connect_regions
 
 _ACK_BYTES = BTH_LEN + AETH_LEN + ICRC_LEN
 """An ACK datagram as the endpoint counts it (BTH, AETH, ICRC)."""
@@ -75,33 +73,9 @@ def _run(
     the compiled request path on (`fast`) or off: what each returned, the NAA's QP state, its
     transport counters and its RPC counters."""
     srv = naa_server(config=TransportConfig(fast_request=fast))
-    rng = np.random.default_rng(size)
-    src = np.zeros(size, np.uint8)
-    dst = np.zeros(size, np.uint8)
-    h = HostConnection(
-        naa_address=srv.address, local_address=next_loopback(), impairment=impairment
-    )
-    h.connect()
-    if aliased:
-        h.register([Region(view=memoryview(src), flags=MrFlags.INPUT | MrFlags.OUTPUT)])
-    else:
-        h.register(
-            [
-                Region(view=memoryview(src), flags=MrFlags.INPUT),
-                Region(view=memoryview(dst), flags=MrFlags.OUTPUT, requested_addr=1 << 20),
-            ]
-        )
-    h.mrsp()
-    results = []
+    h, src, dst = connect_regions(srv.address, size, aliased=aliased, impairment=impairment)
     try:
-        for i in range(calls):
-            data = rng.integers(0, 256, size, dtype=np.uint8)
-            src[:] = data
-            rc = h.call(fn, user=i, timeout=30)
-            if fn == 20:
-                assert np.array_equal(dst, data), f"call {i}"
-            out = src if aliased else dst
-            results.append((rc, out.tobytes()))
+        results = call_random(h, src, dst, fn=fn, calls=calls, seed=size, aliased=aliased)
         assert h.qp is not None
         assert h._device is not None
         state = _naa_state(srv, h.qp)

@@ -17,7 +17,7 @@ from naa_runtime.roce.endpoint import Impairment
 from naa_runtime.roce.packets import AETH_LEN, BTH_LEN, ICRC_LEN
 from naa_runtime.roce.qp import QueuePair, TransportConfig
 from naa_runtime.rpc import HostConnection, Region
-from tests.support.roce import ServerFactory, next_loopback
+from tests.support.roce import ServerFactory, call_random, connect_regions, next_loopback
 
 _ACK_BYTES = BTH_LEN + AETH_LEN + ICRC_LEN
 """An ACK datagram as the endpoint counts it (BTH, AETH, ICRC)."""
@@ -59,30 +59,9 @@ def _run(
 ) -> tuple[list[tuple[int, bytes]], dict[str, object], dict[str, object]]:
     """`calls` RPCs of kernel `fn` (20 copies the input region to the output region) with
     fresh random input each time; what each returned, and the QP state and host counters."""
-    rng = np.random.default_rng(size)
-    src = np.zeros(size, np.uint8)
-    dst = np.zeros(size, np.uint8)
-    h = HostConnection(
-        naa_address=srv_address,
-        local_address=next_loopback(),
-        config=TransportConfig(fast_round_trip=fast),
-    )
-    h.connect()
-    h.register(
-        [
-            Region(view=memoryview(src), flags=MrFlags.INPUT),
-            Region(view=memoryview(dst), flags=MrFlags.OUTPUT, requested_addr=1 << 20),
-        ]
-    )
-    h.mrsp()
-    results = []
+    h, src, dst = connect_regions(srv_address, size, config=TransportConfig(fast_round_trip=fast))
     try:
-        for i in range(calls):
-            src[:] = rng.integers(0, 256, size, dtype=np.uint8)
-            rc = h.call(fn, user=i, timeout=30)
-            if fn == 20:
-                assert np.array_equal(dst, src), f"call {i}"
-            results.append((rc, dst.tobytes()))
+        results = call_random(h, src, dst, fn=fn, calls=calls, seed=size)
         assert h.qp is not None
         assert h._device is not None
         stats = h._device.endpoint.stats.snapshot()
