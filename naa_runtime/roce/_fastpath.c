@@ -1079,12 +1079,40 @@ static int send_iov(int fd, const struct sockaddr_in *to, struct iovec *iov, siz
     return r < 0 ? errno : 0;
 }
 
+/* The finished 20-byte packet `first` (an ACK), then iov[:n], to `to` in one sendmmsg (GIL
+ * released by the caller): the errno of the second's send (0: sent), and of the first's in
+ * *first_err. */
+static int send_iov_after(int fd, const struct sockaddr_in *to, const unsigned char *first,
+                          struct iovec *iov, size_t n, int *first_err) {
+    struct iovec fiov = {(void *)first, 20};
+    struct mmsghdr m[2];
+    memset(m, 0, sizeof m);
+    m[0].msg_hdr.msg_name = m[1].msg_hdr.msg_name = (void *)to;
+    m[0].msg_hdr.msg_namelen = m[1].msg_hdr.msg_namelen = sizeof *to;
+    m[0].msg_hdr.msg_iov = &fiov;
+    m[0].msg_hdr.msg_iovlen = 1;
+    m[1].msg_hdr.msg_iov = iov;
+    m[1].msg_hdr.msg_iovlen = n;
+    int r;
+    do {
+        r = sendmmsg(fd, m, 2, 0);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        *first_err = errno;
+        return errno;
+    }
+    *first_err = 0;
+    return r == 2 ? 0 : send_iov(fd, to, iov, n); /* only the first went: the second alone */
+}
+
 /* One packet sent to ip:port in one sendmsg without the GIL (held on entry): the header
  * h[:hlen] (BTH first; its byte 4 is the ICRC's mask and is cleared here), payload[:n],
  * `pad` zero bytes and the ICRC, computed on from the prefix state `state`. 0, or the errno
- * of the failed send. */
+ * of the failed send. With `ack`, that finished 20-byte packet goes first, in the same
+ * sendmmsg (send_iov_after). */
 static int send_packet(int fd, const void *ip, unsigned port, unsigned char *h, size_t hlen,
-                       const void *payload, size_t n, size_t pad, uint32_t state) {
+                       const void *payload, size_t n, size_t pad, uint32_t state,
+                       const unsigned char *ack, int *ack_err) {
     static const unsigned char zeros[4] = {0, 0, 0, 0};
     uint32_t crc = crc32_chain(state, h, hlen);
     crc = crc32_chain(crc, payload, n);
@@ -1100,7 +1128,7 @@ static int send_packet(int fd, const void *ip, unsigned port, unsigned char *h, 
     struct iovec iov[4] = {{h, hlen}, {(void *)payload, n}, {(void *)zeros, pad}, {icrc, 4}};
     int err;
     Py_BEGIN_ALLOW_THREADS
-    err = send_iov(fd, &to, iov, 4);
+    err = ack != NULL ? send_iov_after(fd, &to, ack, iov, 4, ack_err) : send_iov(fd, &to, iov, 4);
     Py_END_ALLOW_THREADS
     return err;
 }
@@ -1130,7 +1158,8 @@ static PyObject *fp_send_small(PyObject *self, PyObject *args) {
         goto done;
     }
     r = PyLong_FromLong(send_packet(fd, ip.buf, port, hdr.buf, (size_t)hdr.len, payload.buf,
-                                    (size_t)payload.len, (size_t)pad, (uint32_t)state));
+                                    (size_t)payload.len, (size_t)pad, (uint32_t)state, NULL,
+                                    NULL));
 done:
     PyBuffer_Release(&ip);
     PyBuffer_Release(&hdr);
@@ -1145,10 +1174,12 @@ enum { NR_NONE = 0, NR_DGRAM = 1, NR_REQUEST = 2, NR_ERROR = 3 };
 /* A one-packet RDMA_WRITE_ONLY_WITH_IMMEDIATE of payload[:n] built (BTH: SE if `solicited`,
  * pad, P_Key 0xFFFF, `dqp_word`, AckReq, `psn`; RETH va, rkey, n; ImmDt `imm`; pad bytes;
  * the ICRC of a datagram from src_ip:src_port to ip:port, IP ID 0) and sent in one sendmsg
- * without the GIL (held on entry): 0, or the errno of the failed send. */
+ * without the GIL (held on entry): 0, or the errno of the failed send. With `ack` (a
+ * finished 20-byte ACK), that ACK goes first, in the same sendmmsg (its errno in *ack_err). */
 static int write_imm_send(int fd, const void *ip, unsigned port, const void *src_ip,
                           unsigned src_port, uint32_t dqp_word, uint32_t psn, const void *payload,
-                          size_t n, uint64_t va, uint32_t rkey, uint32_t imm, int solicited) {
+                          size_t n, uint64_t va, uint32_t rkey, uint32_t imm, int solicited,
+                          const unsigned char *ack, int *ack_err) {
     size_t pad = (size_t)((-(Py_ssize_t)n) & 3);
     unsigned char h[REQ_HDR];
     h[0] = 0x0B;
@@ -1163,7 +1194,8 @@ static int write_imm_send(int fd, const void *ip, unsigned port, const void *src
     put_be32(h + 24, (uint32_t)n);
     put_be32(h + 28, imm);
     return send_packet(fd, ip, port, h, REQ_HDR, payload, n, pad,
-                       prefix_crc(src_ip, ip, src_port, port, REQ_HDR + n + pad + ICRC_LEN, 0));
+                       prefix_crc(src_ip, ip, src_port, port, REQ_HDR + n + pad + ICRC_LEN, 0),
+                       ack, ack_err);
 }
 
 PyDoc_STRVAR(
@@ -1195,7 +1227,7 @@ static PyObject *fp_send_write_imm(PyObject *self, PyObject *args) {
     }
     r = PyLong_FromLong(write_imm_send(fd, ip.buf, port, src_ip.buf, src_port, (uint32_t)dqp_word,
                                        (uint32_t)psn, payload.buf, (size_t)payload.len, va,
-                                       (uint32_t)rkey, (uint32_t)imm, solicited));
+                                       (uint32_t)rkey, (uint32_t)imm, solicited, NULL, NULL));
 done:
     PyBuffer_Release(&ip);
     PyBuffer_Release(&src_ip);
@@ -1602,37 +1634,33 @@ static void format_ipv4(const unsigned char *a, char *out) {
 }
 
 /* An RPC reply that the QP's `inline_reply` hook makes for a request naa_receive just took
- * (ImmDt `imm`), sent here as QueuePair.post_reply sends it in its common case. Returns a new
- * reference: None (no hook, or it declined: the caller reports the request as before), True
- * (the hook took the request whole), or (plan, err) with the hook's
+ * (ImmDt `imm`), sent here as QueuePair.post_reply sends it in its common case, right behind
+ * the request's ACK `ack` (finished, not yet sent: it leaves in every case, first, in the
+ * same sendmmsg as the reply or alone before this returns; its errno in *aerr). Returns a new
+ * reference: None (the hook declined: the caller reports the request as before), True (the
+ * hook took the request whole), or (plan, err) with the hook's
  * plan = (wr_id, view, va, rkey, reply_imm, recv_wr_id) and err -1 when the reply is not
  * post_reply's common case here (the caller posts it), else the errno of its send (0: sent,
  * and recorded as post_reply records it: _sent_single, lock held); NULL with an exception. */
-static PyObject *inline_reply(PyObject *qp, int fd, const void *peer_ip, const void *local_ip,
-                              unsigned local_port, uint32_t imm) {
-    PyObject *hook = PyObject_GetAttr(qp, sinline_reply);
-    if (hook == NULL || hook == Py_None) return hook;
-    PyObject *imm_o = PyLong_FromUnsignedLong(imm);
-    if (imm_o == NULL) {
-        Py_DECREF(hook);
-        return NULL;
-    }
-    PyObject *plan = PyObject_CallOneArg(hook, imm_o);
-    Py_DECREF(hook);
-    Py_DECREF(imm_o);
-    if (plan == NULL || !PyTuple_Check(plan)) return plan; /* None, True (or an exception) */
-    if (PyTuple_GET_SIZE(plan) != 6) {
-        PyErr_SetString(PyExc_TypeError, "inline_reply must return None, True or a 6-tuple");
-        Py_DECREF(plan);
-        return NULL;
-    }
+static PyObject *inline_reply(PyObject *qp, PyObject *hook, int fd, const struct sockaddr_in *to,
+                              const void *local_ip, unsigned local_port, uint32_t imm,
+                              const unsigned char *ack, int *aerr) {
+    PyObject *plan = NULL, *lock = NULL, *res = NULL, *send = NULL, *rnr = NULL, *cfg = NULL;
     long err = -1;
-    int locked = 0, have_buf = 0;
-    PyObject *lock = NULL, *res = NULL, *send = NULL, *rnr = NULL, *cfg = NULL;
+    int locked = 0, have_buf = 0, ack_sent = 0;
     Py_buffer pb;
     unsigned long st, assign, next, una, mtu, rkey, rimm, dqp_word;
     unsigned long long va;
     double cwnd;
+    PyObject *imm_o = PyLong_FromUnsignedLong(imm);
+    if (imm_o == NULL) goto out;
+    plan = PyObject_CallOneArg(hook, imm_o);
+    Py_DECREF(imm_o);
+    if (plan == NULL || !PyTuple_Check(plan)) goto out; /* None, True (or an exception) */
+    if (PyTuple_GET_SIZE(plan) != 6) {
+        PyErr_SetString(PyExc_TypeError, "inline_reply must return None, True or a 6-tuple");
+        goto fail;
+    }
     PyObject *view = PyTuple_GET_ITEM(plan, 1);
     locked = try_lock(qp, &lock);
     if (locked < 0) goto fail;
@@ -1668,9 +1696,10 @@ static PyObject *inline_reply(PyObject *qp, int fd, const void *peer_ip, const v
         (unsigned long)pb.len > mtu || rkey > 0xFFFFFFFFul || rimm > 0xFFFFFFFFul)
         goto out;
     double now = (double)mono_ns() / 1e9; /* time.monotonic(): CLOCK_MONOTONIC */
-    err = write_imm_send(fd, peer_ip, 4791, local_ip, local_port, (uint32_t)dqp_word,
+    err = write_imm_send(fd, &to->sin_addr, 4791, local_ip, local_port, (uint32_t)dqp_word,
                          (uint32_t)assign, pb.buf, (size_t)pb.len, va, (uint32_t)rkey,
-                         (uint32_t)rimm, 1);
+                         (uint32_t)rimm, 1, ack, aerr);
+    ack_sent = 1;
     PyObject *now_o = PyFloat_FromDouble(now);
     if (now_o == NULL) goto fail;
     res = PyObject_CallMethodObjArgs(qp, s_sent_single, PyTuple_GET_ITEM(plan, 0), Py_False,
@@ -1689,7 +1718,13 @@ out:
     Py_XDECREF(send);
     Py_XDECREF(rnr);
     Py_XDECREF(cfg);
-    if (plan == NULL) return NULL;
+    if (!ack_sent) { /* the ACK alone, before the caller posts anything */
+        struct iovec aiov = {(void *)ack, 20};
+        Py_BEGIN_ALLOW_THREADS
+        *aerr = send_iov(fd, to, &aiov, 1);
+        Py_END_ALLOW_THREADS
+    }
+    if (plan == NULL || !PyTuple_Check(plan)) return plan;
     return Py_BuildValue("(Nl)", plan, err);
 }
 
@@ -1834,11 +1869,18 @@ static PyObject *fp_naa_receive(PyObject *self, PyObject *args) {
                 to.sin_family = AF_INET;
                 to.sin_port = htons(4791);
                 to.sin_addr = from.sin_addr;
-                struct iovec aiov = {ack, 20};
-                int aerr;
-                Py_BEGIN_ALLOW_THREADS
-                aerr = send_iov(fd, &to, &aiov, 1);
-                Py_END_ALLOW_THREADS
+                /* with an inline_reply hook, the ACK waits for the reply and leaves with it
+                 * (one sendmmsg: the host wakes once for both), else it leaves now */
+                PyObject *hook = reply_ok ? PyObject_GetAttr(qp, sinline_reply) : NULL;
+                if (hook == NULL) PyErr_Clear();
+                if (hook == Py_None) Py_CLEAR(hook);
+                int aerr = 0;
+                if (hook == NULL) {
+                    struct iovec aiov = {ack, 20};
+                    Py_BEGIN_ALLOW_THREADS
+                    aerr = send_iov(fd, &to, &aiov, 1);
+                    Py_END_ALLOW_THREADS
+                }
                 /* the ACK the host sends behind its request (for our previous reply): one
                  * 20-byte segment that Endpoint._on_datagram would pass to this QP */
                 long ack_psn = -1;
@@ -1853,8 +1895,10 @@ static PyObject *fp_naa_receive(PyObject *self, PyObject *args) {
                 }
                 /* the reply of an inline kernel, straight behind the ACK */
                 PyObject *reply = Py_None;
-                if (reply_ok) {
-                    reply = inline_reply(qp, fd, a, local_ip.buf, local_port, get_be32(p + 28));
+                if (hook != NULL) {
+                    reply = inline_reply(qp, hook, fd, &to, local_ip.buf, local_port,
+                                         get_be32(p + 28), ack, &aerr);
+                    Py_DECREF(hook);
                     if (reply == NULL) {
                         Py_DECREF(qp);
                         goto done;

@@ -851,3 +851,34 @@ def test_the_endpoint_posts_a_reply_c_left_to_it_through_post_reply(naa: Naa) ->
     assert [r.wr_id for r in naa.qp._rq] == [4]
     assert naa.host.recv(100) == naa.ack(EPSN, msn=1)
     assert naa.nothing_sent()  # queued: the window has no room
+
+
+def test_the_ack_leaves_even_when_the_hook_raises(naa: Naa) -> None:
+    """The ACK waits for an inline reply, but the request is committed whatever the hook
+    does: a hook that raises still gets the ACK out before the error comes back."""
+
+    def hook(imm: int) -> object:
+        raise RuntimeError("a bug in the server")
+
+    naa.qp.inline_reply = hook  # type: ignore[assignment]
+    naa.send(naa.request())
+    with pytest.raises(RuntimeError, match="a bug in the server"):
+        naa.receive(reply=True)
+    assert naa.host.recv(100) == naa.ack(EPSN, msn=1)
+    assert naa.nothing_sent()
+
+
+def test_an_inline_reply_and_its_ack_leave_in_one_sendmmsg_ack_first(naa: Naa) -> None:
+    """Both datagrams are queued at the host by the time the NAA's call returns (one
+    sendmmsg), the ACK first (PROTOCOL.md §3.5)."""
+    plan = (9, memoryview(bytearray(b"\x01")), REPLY_VA, REPLY_RKEY, REPLY_IMM, 2)
+    _hook(naa, plan, [])
+    naa.send(naa.request())
+    naa.receive(reply=True)
+    naa.host.setblocking(False)
+    try:
+        first, second = naa.host.recv(100), naa.host.recv(100)
+    finally:
+        naa.host.setblocking(True)
+        naa.host.settimeout(2)
+    assert (first, second) == (naa.ack(EPSN, msn=1), _reply_wire(naa, b"\x01"))
