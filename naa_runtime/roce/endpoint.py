@@ -1441,20 +1441,28 @@ SPIN_CPU_PRESSURE = 25.0
 one more CPU-bound process there shows 50 % and more."""
 
 
-def cpu_to_spare(pressure: str | None = None) -> bool:
-    """Whether this machine has a CPU to spare for busy-polling receivers: its CPU pressure
-    (Linux PSI: the share of the last 10 s in which some runnable task waited for a CPU) is
-    below SPIN_CPU_PRESSURE %. PSI sees contention as it happens and within ~10 s of its end,
-    and a spinning receiver that yields between its polls adds none; the 1-minute load
-    average, the fallback where PSI is missing (no /proc/pressure), counts the spinners
-    themselves as load and lags a burst of work by minutes."""
+def cpu_pressure(pressure: str | None = None) -> float | None:
+    """This machine's CPU pressure (Linux PSI, `some avg10`: the share in % of the last 10 s
+    in which some runnable task waited for a CPU), or None where it cannot be read."""
     try:
         with open(pressure or CPU_PRESSURE, "rb") as f:
             some = f.readline().split()  # b"some avg10=0.20 avg60=1.51 avg300=1.56 total=..."
         if some[0] == b"some" and some[1].startswith(b"avg10="):
-            return float(some[1][6:]) < SPIN_CPU_PRESSURE
+            return float(some[1][6:])
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def cpu_to_spare(pressure: str | None = None) -> bool:
+    """Whether this machine has a CPU to spare for busy-polling receivers: its CPU pressure
+    (`cpu_pressure`) is below SPIN_CPU_PRESSURE %. PSI sees contention as it happens and
+    within ~10 s of its end, and a spinning receiver that yields between its polls adds none;
+    the 1-minute load average, the fallback where PSI is missing (no /proc/pressure), counts
+    the spinners themselves as load and lags a burst of work by minutes."""
+    p = cpu_pressure(pressure)
+    if p is not None:
+        return p < SPIN_CPU_PRESSURE
     try:
         return os.getloadavg()[0] < (os.cpu_count() or 1)
     except OSError:
