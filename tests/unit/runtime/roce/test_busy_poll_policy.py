@@ -65,3 +65,11 @@ def test_the_endpoint_spins_by_the_policy_and_looks_once_a_second(
         assert ep._spin(101.0) == 0.0
     finally:
         ep.stop()
+
+
+def test_cpu_pressure_reads_some_avg10_or_none(tmp_path: Path) -> None:
+    assert endpoint.cpu_pressure(_pressure(tmp_path, 12.5)) == 12.5
+    bad = tmp_path / "bad"
+    bad.write_text("full avg10=3.00 avg60=0.00 avg300=0.00 total=0\n")
+    assert endpoint.cpu_pressure(str(bad)) is None
+    assert endpoint.cpu_pressure(str(tmp_path / "missing")) is None
