@@ -137,6 +137,16 @@ static PyObject *fp_icrc(PyObject *self, PyObject *args) {
 
 /* --------------------------------------------------------------------------------- sender */
 
+/* The IPv4 socket address ip:port (`ip`: 4 bytes, network order). */
+static struct sockaddr_in ipv4_to(const void *ip, unsigned port) {
+    struct sockaddr_in to;
+    memset(&to, 0, sizeof to);
+    to.sin_family = AF_INET;
+    to.sin_port = htons((uint16_t)port);
+    memcpy(&to.sin_addr, ip, 4);
+    return to;
+}
+
 /* Control-message room for one UDP_SEGMENT option. */
 typedef union {
     char buf[CMSG_SPACE(sizeof(uint16_t))];
@@ -210,11 +220,7 @@ static PyObject *fp_send_middle_run(PyObject *self, PyObject *args) {
         goto done;
     }
 
-    struct sockaddr_in to;
-    memset(&to, 0, sizeof to);
-    to.sin_family = AF_INET;
-    to.sin_port = htons((uint16_t)port);
-    memcpy(&to.sin_addr, ip.buf, 4);
+    struct sockaddr_in to = ipv4_to(ip.buf, port);
 
     Py_ssize_t dropped = 0;
     int last_errno = 0;
@@ -501,9 +507,7 @@ static PyObject *fp_rx_burst(PyObject *self, PyObject *args) {
         }
         memcpy(ack_pkt, hdr, 16);
         ack_state = (uint32_t)st;
-        ack_to.sin_family = AF_INET;
-        ack_to.sin_port = htons(4791);
-        memcpy(&ack_to.sin_addr, ip4, 4);
+        ack_to = ipv4_to(ip4, 4791);
     }
     if (first8.len != 8 || psn > PSN_MASK || src_ip.len != 4 || src_port > 0xFFFF) {
         PyErr_SetString(PyExc_ValueError, "bad first8, psn or source address");
@@ -655,11 +659,7 @@ static PyObject *fp_send_round_trip(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "bad address or gso");
         goto done;
     }
-    struct sockaddr_in to;
-    memset(&to, 0, sizeof to);
-    to.sin_family = AF_INET;
-    to.sin_port = htons(4791);
-    memcpy(&to.sin_addr, ip.buf, 4);
+    struct sockaddr_in to = ipv4_to(ip.buf, 4791);
     struct iovec iov = {out.buf, (size_t)out.len};
     int err;
     Py_BEGIN_ALLOW_THREADS
@@ -876,11 +876,7 @@ static PyObject *fp_rpc_round_trip(PyObject *self, PyObject *args) {
             goto done;
     }
 
-    struct sockaddr_in to;
-    memset(&to, 0, sizeof to);
-    to.sin_family = AF_INET;
-    to.sin_port = htons(4791);
-    memcpy(&to.sin_addr, ip.buf, 4);
+    struct sockaddr_in to = ipv4_to(ip.buf, 4791);
     int status = RT_OK, err = 0, got_ack = 0;
     int got_reply = 0;
     long long imm = -1;
@@ -1120,11 +1116,7 @@ static int send_packet(int fd, const void *ip, unsigned port, unsigned char *h, 
     h[4] = 0;
     unsigned char icrc[4] = {(unsigned char)crc, (unsigned char)(crc >> 8),
                              (unsigned char)(crc >> 16), (unsigned char)(crc >> 24)};
-    struct sockaddr_in to;
-    memset(&to, 0, sizeof to);
-    to.sin_family = AF_INET;
-    to.sin_port = htons((uint16_t)port);
-    memcpy(&to.sin_addr, ip, 4);
+    struct sockaddr_in to = ipv4_to(ip, port);
     struct iovec iov[4] = {{h, hlen}, {(void *)payload, n}, {(void *)zeros, pad}, {icrc, 4}};
     int err;
     Py_BEGIN_ALLOW_THREADS
@@ -1864,11 +1856,7 @@ static PyObject *fp_naa_receive(PyObject *self, PyObject *args) {
                 ack[17] = (unsigned char)(crc >> 8);
                 ack[18] = (unsigned char)(crc >> 16);
                 ack[19] = (unsigned char)(crc >> 24);
-                struct sockaddr_in to;
-                memset(&to, 0, sizeof to);
-                to.sin_family = AF_INET;
-                to.sin_port = htons(4791);
-                to.sin_addr = from.sin_addr;
+                struct sockaddr_in to = ipv4_to(&from.sin_addr, 4791);
                 /* with an inline_reply hook, the ACK waits for the reply and leaves with it
                  * (one sendmmsg: the host wakes once for both), else it leaves now */
                 PyObject *hook = reply_ok ? PyObject_GetAttr(qp, sinline_reply) : NULL;
