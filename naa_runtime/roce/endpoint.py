@@ -939,12 +939,15 @@ class Endpoint:
         whose reply is one RDMA WRITE WITH IMMEDIATE of the registered region `target`. With
         this thread as the endpoint's only receiver and `qp` idle, the request (and the ACK
         the QP owes, behind it) are built as `post_write` and `flush_ack` build them and sent
-        as `_transmit_now` sends them; `_fastpath.rpc_round_trip` then waits, without the
-        GIL, for the request's ACK and the reply at the expected PSN (headers, RETH and ICRCs
-        checked), places the reply and the QP records the outcome (`commit_round_trip`; the
-        two completions go to `on_completion`, as the receive path would report them); the
-        ACK the reply asks for is deferred (`flush_deferred_acks`). Anything else (another
-        datagram, a timeout, an error) leaves the request outstanding as `post_write` would
+        in one GSO `sendmsg` (`_fastpath.send_round_trip`); while they fly, the QP records
+        the outcome the round trip is expected to have (`round_trip_speculate`, its lock
+        held); `_fastpath.rpc_round_trip` then waits, without the GIL, for the request's ACK
+        and the reply at the expected PSN (headers, RETH and ICRCs checked), places the reply
+        and confirms the record (the RTT sample, the lock released: together
+        `commit_round_trip_state`); the two completions go to `on_completion`, as the receive
+        path would report them; the ACK the reply asks for is deferred
+        (`flush_deferred_acks`). Anything else (another datagram, a timeout, an error) undoes
+        the record (`round_trip_abort`), leaves the request outstanding as `post_write` would
         (`round_trip_sent`) and hands every datagram received to the per-packet path, the
         reference; the caller's wait finishes the RPC. The caller posted a receive `wr_id`
         for the reply only in that case (it is consumed here otherwise): `on_completion` is

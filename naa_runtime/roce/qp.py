@@ -306,7 +306,8 @@ class QueuePair:
             Callable[[int], tuple[int, memoryview, int, int, int, int] | bool | None] | None
         ) = None
         """Set by an RPC server whose kernels may answer at once: called with the ImmDt of a
-        request `_fastpath.naa_receive` completed, right behind its ACK. It returns None to
+        request `_fastpath.naa_receive` placed and committed, before its ACK (which leaves
+        with the reply, first, or alone if there is none to send there). It returns None to
         decline (the request is then reported as without it), True once it took the request
         whole, or (wr_id, view, va, rkey, reply_imm, recv_wr_id): the reply to post as
         `post_reply(wr_id, view, va, rkey, reply_imm)` (sent by `naa_receive` itself in the
@@ -399,8 +400,8 @@ class QueuePair:
         `post_write(imm=imm, solicited=True)` of `local` (at most one MTU) would send now,
         then the coalesced ACK `flush_ack` would send behind it if one is owed, as
         `_post_single` and `_send_ack` build them, and the PSN the reply must carry (the
-        expected PSN). Changes nothing: `commit_round_trip` or `round_trip_sent` records
-        them."""
+        expected PSN). Changes nothing: `commit_round_trip_state` or `round_trip_sent`
+        records them."""
         with self._lock:
             if not self._idle():
                 return None
@@ -476,41 +477,15 @@ class QueuePair:
                 self._ack_pending = False
             self._sent_single(wr_id, False, local, remote_va, rkey, imm, True, t0)
 
-    def commit_round_trip(
-        self,
-        *,
-        wr_id: int,
-        length: int,
-        recv_wr_id: int,
-        reply_bytes: int,
-        imm: int,
-        b1: int,
-        t0: float,
-        now: float,
-    ) -> list[Completion]:
-        """The state after the compiled round trip of `Endpoint.rpc_call` finished: what
-        sending the packets of `round_trip_packets` at `t0` (`_post_single`, `flush_ack`),
-        then the request's ACK (`_on_ack`) and the reply, a WRITE_ONLY_WITH_IMM of
-        `reply_bytes` bytes with `imm` and BTH byte 1 `b1` already placed (`_on_request` with a
-        receive `recv_wr_id` posted), leave behind; the two completions, in that order.
+    def commit_round_trip_state(self, reply_bytes: int, t0: float, now: float) -> None:
+        """The state after the compiled round trip of `Endpoint.rpc_call` finished at `now`:
+        what sending the packets of `round_trip_packets` at `t0` (`_post_single`,
+        `flush_ack`), then the request's ACK (`_on_ack`) and the reply, a WRITE_ONLY_WITH_IMM
+        of `reply_bytes` bytes already placed (`_on_request`), leave behind. `rpc_call` makes
+        it in two steps (`round_trip_speculate`, then C's confirm at the reply's arrival);
         tests/integration/runtime/dataplane/test_compiled_round_trip.py compares the state
         with the per-packet path's."""
-        self.commit_round_trip_state(reply_bytes, t0, now)
-        return round_trip_completions(
-            wr_id=wr_id,
-            length=length,
-            recv_wr_id=recv_wr_id,
-            reply_bytes=reply_bytes,
-            imm=imm,
-            b1=b1,
-        )
-
-    def commit_round_trip_state(self, reply_bytes: int, t0: float, now: float) -> None:
-        """`commit_round_trip`'s state change without building its two completions (for a
-        caller that takes the outcome as it is)."""
-        with self._lock:
-            if self._commit_round_trip(reply_bytes, t0):
-                self._sample_rtt_inline(now)
+        self.round_trip_confirm(self.round_trip_speculate(reply_bytes, t0), now)
 
     def round_trip_speculate(self, reply_bytes: int, t0: float) -> tuple[tuple[object, ...], bool]:
         """`commit_round_trip_state` but for its RTT sample, made before the outcome is known:
@@ -531,7 +506,7 @@ class QueuePair:
         then the QP's lock released."""
         try:
             if speculated[1]:
-                self._sample_rtt_inline(now)
+                self._sample_rtt(now)  # _commit_round_trip left no backoff
         finally:
             self._lock.release()
 
@@ -582,24 +557,6 @@ class QueuePair:
         self._ack_pending = True
         rtt_psn = self._rtt_psn  # >= 0 here; the request's own PSN unless timed earlier
         return rtt_psn == psn or psn_diff(nxt, rtt_psn) > 0
-
-    def _sample_rtt_inline(self, now: float) -> None:
-        """`_sample_rtt(now)` then `_set_rto()` with no backoff, inline (lock held)."""
-        r = now - self._rtt_t0
-        self._rtt_psn = -1
-        if r >= 0:
-            srtt = self._srtt
-            if srtt == 0.0:
-                srtt, rttvar = r, r / 2
-            else:
-                rttvar = 0.75 * self._rttvar + 0.25 * abs(srtt - r)
-                srtt = 0.875 * srtt + 0.125 * r
-            self._srtt, self._rttvar = srtt, rttvar
-            cfg = self.config
-            if srtt == 0.0:
-                self._rto = cfg.ack_timeout
-            else:
-                self._rto = min(cfg.ack_timeout, max(cfg.min_rto, srtt + 4 * rttvar))
 
     # ----------------------------------------------------------------------- posting
 
@@ -1484,7 +1441,7 @@ class QueuePair:
 def round_trip_completions(
     *, wr_id: int, length: int, recv_wr_id: int, reply_bytes: int, imm: int, b1: int
 ) -> list[Completion]:
-    """The two completions of a finished compiled round trip (`commit_round_trip`): the
+    """The two completions of a finished compiled round trip (`commit_round_trip_state`): the
     request's write of `length` bytes, then the reply's receive (`reply_bytes`, `imm`, its
     solicited bit from BTH byte 1 `b1`)."""
     return [
