@@ -704,9 +704,7 @@ class Endpoint:
                     # only then wait, bounded by the timers (the next lap, once the window
                     # closed): between a reply and the next request this lap is the NAA's
                     # turnaround, which must stay shorter than the host's.
-                    spin = (
-                        self._spin_now if now < self._spin_checked + 1.0 else self._spin(now)
-                    ) - (now - active)
+                    spin = self._spin(now) - (now - active)
                     if spin > 0:
                         got = self._receive_compiled(0, int(spin * 1e9))
                     else:
