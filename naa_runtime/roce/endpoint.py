@@ -314,12 +314,7 @@ class Endpoint:
                         imm,
                         solicited,
                     )
-                    stats = self.stats
-                    if err:
-                        stats.dropped[_tx_error(err)] += 1
-                    n = local.nbytes
-                    stats.packets_tx += 1
-                    stats.bytes_tx += BTH_LEN + RETH_LEN + 4 + n + (-n & 3) + ICRC_LEN
+                    self._count_write_imm(local.nbytes, err)
                     return True
 
                 qp.send_write_imm = send_write_imm
@@ -791,12 +786,8 @@ class Endpoint:
                     (r_wr_id, view, va, rkey, r_imm, recv_wr_id), r_err = reply
                     if r_err < 0:  # not sent in C
                         qp.post_reply(r_wr_id, view, va, rkey, r_imm)
-                    else:  # sent in C (and recorded): count it as send_write_imm does
-                        if r_err:
-                            stats.dropped[_tx_error(r_err)] += 1
-                        n = view.nbytes
-                        stats.packets_tx += 1
-                        stats.bytes_tx += BTH_LEN + RETH_LEN + 4 + n + (-n & 3) + ICRC_LEN
+                    else:  # sent in C (and recorded): counted as send_write_imm counts it
+                        self._count_write_imm(view.nbytes, r_err)
                     qp.post_recv(wr_id=recv_wr_id)
             except Exception:  # as _round: a bug must never stop the receive thread
                 log.exception("dropping a datagram from %s:%d", socket.inet_ntoa(ip), port)
@@ -831,6 +822,15 @@ class Endpoint:
             self._rt_timers_at = now + _RT_TIMER_PERIOD
             self._run_timers()
         return True
+
+    def _count_write_imm(self, n: int, err: int) -> None:
+        """Count a one-packet WRITE WITH IMMEDIATE of `n` payload bytes sent in C (`err`: the
+        errno of its failed send, or 0)."""
+        stats = self.stats
+        if err:
+            stats.dropped[_tx_error(err)] += 1
+        stats.packets_tx += 1
+        stats.bytes_tx += _write_imm_len(n)
 
     def _spin(self, now: float) -> float:
         """Seconds to busy-poll after a packet: `config.busy_poll` while the machine has a
@@ -994,8 +994,8 @@ class Endpoint:
             psn, epsn, ack_psn, aeth = started
             peer = entry[1]
             acked = ack_psn >= 0
-            req_len = BTH_LEN + RETH_LEN + 4 + local.nbytes + (-local.nbytes & 3) + ICRC_LEN
-            reply_len = BTH_LEN + RETH_LEN + 4 + n + (-n & 3) + ICRC_LEN
+            req_len = _write_imm_len(local.nbytes)
+            reply_len = _write_imm_len(n)
             key = (peer, reply_len, req_len)
             states = self._rt_states.get(key)
             if states is None:
@@ -1468,6 +1468,11 @@ def cpu_to_spare(pressure: str | None = None) -> bool:
         return os.getloadavg()[0] < (os.cpu_count() or 1)
     except OSError:
         return False
+
+
+def _write_imm_len(n: int) -> int:
+    """Bytes on the wire (UDP payload) of a one-packet RDMA WRITE WITH IMMEDIATE of `n`."""
+    return BTH_LEN + RETH_LEN + 4 + n + (-n & 3) + ICRC_LEN
 
 
 def _tx_error(err: int) -> str:
