@@ -362,10 +362,11 @@ class _Connection:
         return kernel if kernel is not None and getattr(kernel, "inline", False) else None
 
     def _inline_reply(self, imm: int) -> tuple[int, memoryview, int, int, int, int] | bool | None:
-        """The QP's `inline_reply` (one output region; on the receive thread, right behind the
-        request's ACK): `_on_request`'s case, but the reply, and the next RPC's receive
-        behind it, are handed back to the QP to post (`naa_receive` sends the reply itself,
-        no Python between the kernel and the send). None for anything else."""
+        """The QP's `inline_reply` (one output region; on the receive thread, the request
+        placed, its ACK held back to leave with the reply): `_on_request`'s case, but the
+        reply, and the next RPC's receive behind it, are handed back to the QP to post
+        (`naa_receive` sends the reply itself, no Python between the kernel and the send).
+        None for anything else."""
         if not self.serving or not self._rpc_lock.acquire(blocking=False):
             return None
         try:
