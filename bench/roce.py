@@ -302,6 +302,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rtt_blocks < 1:
         parser.error(f"--rtt-blocks must be at least 1, got {args.rtt_blocks}")
+    if args.settle < 0:
+        parser.error(f"--settle must be 0 (measure at once) or more seconds, got {args.settle}")
     if args.serve:
         serve(args.serve, args.loss)
         return
